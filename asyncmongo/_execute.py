@@ -1,0 +1,26 @@
+"""Awaiting a core future, with the cancellation rule of the design.
+
+A task cancelled while its operation is still queued takes the job out of the queue, so it is never
+sent; once a worker runs it, it finishes there and its result is dropped when it completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pymongo.errors import InvalidOperation
+
+
+async def execute(core: Any, future: "asyncio.Future[Any]") -> Any:
+    try:
+        return await future
+    except asyncio.CancelledError:
+        core.cancel(future)
+        raise
+
+
+def refuse_session(session: Any) -> None:
+    """Sessions come with transactions (a later release): refuse one rather than ignore it."""
+    if session is not None:
+        raise InvalidOperation("asyncmongo does not support explicit sessions yet (session=...)")

@@ -1,0 +1,202 @@
+"""AsyncMongoClient: PyMongo's async client API over the C core.
+
+The client owns one native core (asyncmongo._core.Client): libmongoc's pool, the worker threads and
+one completion queue per event loop that uses it, so a client may serve several loops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import warnings
+import weakref
+from typing import Any, Mapping
+
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
+from pymongo.errors import ConfigurationError, InvalidOperation
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from asyncmongo import _core
+from asyncmongo._options import ClientOptions
+from asyncmongo.database import AsyncDatabase
+
+# Native cores still open, for the interpreter-exit hook.
+_LIVE_CORES: "weakref.WeakSet[_core.Client]" = weakref.WeakSet()
+
+
+class AsyncMongoClient:
+    """An asyncio client for MongoDB, with PyMongo's ``AsyncMongoClient`` API.
+
+    ``AsyncMongoClient(host=None, port=None, document_class=dict, tz_aware=False, connect=True,
+    **kwargs)`` takes a MongoDB URI or host names and PyMongo's keyword options. One asyncmongo
+    option is added: ``wakeup="eventfd"`` (default) or ``"threadsafe"``, the path by which worker
+    threads wake the event loop (``ASYNCMONGO_WAKEUP`` in the environment sets the default).
+    """
+
+    HOST = "localhost"
+    PORT = 27017
+
+    def __init__(
+        self,
+        host: Any = None,
+        port: int | None = None,
+        document_class: Any = None,
+        tz_aware: bool | None = None,
+        connect: bool | None = None,
+        type_registry: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._core = None
+        opts = ClientOptions(
+            host, port, document_class, tz_aware, connect, type_registry, kwargs, self.HOST, self.PORT
+        )
+        self._opts = opts
+        self._codec_options: CodecOptions = opts.codec_options
+        self._read_preference = opts.read_preference
+        self._write_concern: WriteConcern = opts.write_concern
+        self._read_concern: ReadConcern = opts.read_concern
+        self._core = _core.Client(
+            opts.mongoc_uri, max_workers=opts.max_workers, wakeup=opts.wakeup, connect=opts.connect
+        )
+        _LIVE_CORES.add(self._core)
+        self._closed = False
+
+    # ---- options ---------------------------------------------------------------------------
+
+    @property
+    def codec_options(self) -> CodecOptions:
+        return self._codec_options
+
+    @property
+    def read_preference(self):
+        return self._read_preference
+
+    @property
+    def write_concern(self) -> WriteConcern:
+        return self._write_concern
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        return self._read_concern
+
+    @property
+    def options(self) -> ClientOptions:
+        return self._opts
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) of the server for a single-host client, else None (as PyMongo's)."""
+        if len(self._opts.nodes) == 1:
+            return self._opts.nodes[0]
+        return None
+
+    # ---- databases -------------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> AsyncDatabase:
+        if name.startswith("_"):
+            raise AttributeError(
+                f"AsyncMongoClient has no attribute {name!r}. To access the {name} database, use "
+                f"client[{name!r}]."
+            )
+        return self.get_database(name)
+
+    def __getitem__(self, name: str) -> AsyncDatabase:
+        return self.get_database(name)
+
+    def get_database(
+        self,
+        name: str | None = None,
+        codec_options: CodecOptions | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> AsyncDatabase:
+        if name is None:
+            name = self._opts.database
+            if name is None:
+                raise ConfigurationError("No default database name defined or provided.")
+        return AsyncDatabase(self, name, codec_options, read_preference, write_concern, read_concern)
+
+    def get_default_database(self, default: str | None = None, **kwargs: Any) -> AsyncDatabase:
+        name = self._opts.database or default
+        if name is None:
+            raise ConfigurationError("No default database name defined or provided.")
+        return AsyncDatabase(self, name, **kwargs)
+
+    async def server_info(self, session: Any = None) -> dict[str, Any]:
+        """The server's ``buildInfo``."""
+        return await self.admin.command("buildinfo", session=session)
+
+    async def list_database_names(self, session: Any = None, comment: Any = None) -> list[str]:
+        kw = {"comment": comment} if comment is not None else {}
+        res = await self.admin.command("listDatabases", nameOnly=True, session=session, **kw)
+        return [d["name"] for d in res["databases"]]
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def aconnect(self) -> None:
+        """Wait until a server is selectable (PyMongo's ``aconnect``)."""
+        await self.admin.command("ping")
+
+    async def close(self) -> None:
+        """Stop taking operations; fail the queued ones with InvalidOperation; let the running ones
+        finish; release the connections and threads. Safe to call more than once."""
+        core = self._core
+        if core is None or self._closed:
+            return
+        self._closed = True
+        barrier = core.close()
+        if barrier is not None:
+            # Shielded: a cancelled close still finishes closing in the background.
+            await asyncio.shield(barrier)
+        core.destroy()
+        _LIVE_CORES.discard(core)
+
+    async def __aenter__(self) -> "AsyncMongoClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        core = getattr(self, "_core", None)
+        if core is not None and not self._closed and not core.closed:
+            warnings.warn(
+                f"Unclosed AsyncMongoClient {self!r}: call 'await client.close()'",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+
+    def __eq__(self, other: Any) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        hosts = [f"{h}:{p}" for h, p in self._opts.nodes] if hasattr(self, "_opts") else []
+        return f"AsyncMongoClient(host={hosts!r})"
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _stats(self) -> Mapping[str, int]:
+        return self._core.stats()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise TypeError("'AsyncMongoClient' object is not iterable")
+
+
+@atexit.register
+def _at_exit() -> None:
+    # Workers still running operations must not take the GIL of a finalizing interpreter.
+    for core in list(_LIVE_CORES):
+        core.abandon()
+    _core._set_finalizing()
+
+
+__all__ = ["AsyncMongoClient", "DEFAULT_CODEC_OPTIONS", "InvalidOperation"]

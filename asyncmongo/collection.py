@@ -1,0 +1,345 @@
+"""AsyncCollection: PyMongo's async collection API.
+
+Each method validates and encodes on the loop thread (clear errors before anything is sent), submits
+one job to the core and shapes the core's result into PyMongo's result types.
+"""
+
+from __future__ import annotations
+
+from asyncio import CancelledError
+from collections.abc import Mapping as AbcMapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import bson
+from bson.codec_options import CodecOptions
+from bson.objectid import ObjectId
+from bson.raw_bson import RawBSONDocument
+from bson.son import SON
+from pymongo import common
+from pymongo.errors import DocumentTooLarge, InvalidName, InvalidOperation
+from pymongo.read_concern import ReadConcern
+from pymongo.results import InsertManyResult, InsertOneResult
+from pymongo.write_concern import WriteConcern
+
+from asyncmongo import _core
+from asyncmongo._execute import execute, refuse_session
+from asyncmongo._options import MAX_BSON_SIZE
+
+if TYPE_CHECKING:
+    from asyncmongo.database import AsyncDatabase
+
+_encode = bson.encode
+_OP_INSERT = _core.OP_INSERT
+_OP_READ = _core.OP_READ
+_RES_WRITE = _core.RES_WRITE
+_RES_BULK = _core.RES_BULK
+_RES_FIRST = _core.RES_FIRST
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be an instance of str, not {type(name)}")
+    if not name or ".." in name:
+        raise InvalidName("collection names cannot be empty")
+    if "$" in name and not (name.startswith(("oplog.$main", "$cmd"))):
+        raise InvalidName(f"collection names must not contain '$': {name!r}")
+    if name[0] == "." or name[-1] == ".":
+        raise InvalidName(f"collection names must not start or end with '.': {name!r}")
+    if "\x00" in name:
+        raise InvalidName("collection names must not contain the null character")
+
+
+def _too_large(size: int) -> DocumentTooLarge:
+    return DocumentTooLarge(
+        f"BSON document too large ({size} bytes) - the connected server supports BSON document "
+        f"sizes up to {MAX_BSON_SIZE} bytes."
+    )
+
+
+def _projection(projection: Any) -> Mapping[str, Any] | None:
+    if projection is None or isinstance(projection, AbcMapping):
+        return projection
+    if isinstance(projection, str) or not isinstance(projection, Iterable):
+        raise TypeError("projection must be an instance of dict, list or tuple")
+    return {field: 1 for field in projection}
+
+
+def _sort(sort: Any) -> SON:
+    if isinstance(sort, AbcMapping):
+        return SON(sort)
+    if isinstance(sort, str):
+        return SON([(sort, 1)])
+    return SON(list(sort))
+
+
+class AsyncCollection:
+    def __init__(
+        self,
+        database: "AsyncDatabase",
+        name: str,
+        codec_options: CodecOptions | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> None:
+        _check_name(name)
+        self._database = database
+        self._name = name
+        self._db_name = database.name
+        self._full_name = f"{database.name}.{name}"
+        client = database.client
+        self._client = client
+        self._codec_options = codec_options or database.codec_options
+        self._read_preference = read_preference or database.read_preference
+        self._write_concern = write_concern or database.write_concern
+        self._read_concern = read_concern or database.read_concern
+        # Concerns equal to the client's are applied by libmongoc itself; others travel as options.
+        wc = self._write_concern
+        self._write_opts = (
+            None if wc == client.write_concern else _encode({"writeConcern": wc.document})
+        )
+        self._acknowledged = wc.acknowledged
+        rc = self._read_concern
+        self._read_concern_doc = None if rc == client.read_concern else rc.document
+
+    # ---- identity and options --------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def full_name(self) -> str:
+        return self._full_name
+
+    @property
+    def database(self) -> "AsyncDatabase":
+        return self._database
+
+    @property
+    def codec_options(self) -> CodecOptions:
+        return self._codec_options
+
+    @property
+    def read_preference(self):
+        return self._read_preference
+
+    @property
+    def write_concern(self) -> WriteConcern:
+        return self._write_concern
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        return self._read_concern
+
+    def with_options(
+        self,
+        codec_options: CodecOptions | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> "AsyncCollection":
+        return AsyncCollection(
+            self._database,
+            self._name,
+            codec_options or self._codec_options,
+            read_preference or self._read_preference,
+            write_concern or self._write_concern,
+            read_concern or self._read_concern,
+        )
+
+    def __getattr__(self, name: str) -> "AsyncCollection":
+        if name.startswith("_"):
+            raise AttributeError(
+                f"AsyncCollection has no attribute {name!r}. To access the {self._name}.{name} "
+                f"collection, use database['{self._name}.{name}']."
+            )
+        return self[name]
+
+    def __getitem__(self, name: str) -> "AsyncCollection":
+        return AsyncCollection(
+            self._database,
+            f"{self._name}.{name}",
+            self._codec_options,
+            self._read_preference,
+            self._write_concern,
+            self._read_concern,
+        )
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, AsyncCollection):
+            return self._database == other._database and self._name == other._name
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self._database, self._name))
+
+    def __repr__(self) -> str:
+        return f"AsyncCollection({self._database!r}, {self._name!r})"
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise TypeError("'AsyncCollection' object is not iterable")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(
+            f"'AsyncCollection' object is not callable. If you meant to call the '{self._name}' "
+            "method on an AsyncDatabase object it is failing because no such method exists."
+        )
+
+    def __bool__(self) -> bool:
+        raise NotImplementedError(
+            "AsyncCollection objects do not implement truth value testing or bool(). "
+            "Please compare with None instead: collection is not None"
+        )
+
+    # ---- encoding --------------------------------------------------------------------------
+
+    def _encode_document(self, document: Any) -> bytes:
+        """Validate, add an _id as PyMongo does, encode, and check the size: before any I/O."""
+        common.validate_is_document_type("document", document)
+        if isinstance(document, RawBSONDocument):
+            raw = document.raw
+        else:
+            if "_id" not in document:
+                document["_id"] = ObjectId()
+            raw = _encode(document, False, self._codec_options)
+        if len(raw) > MAX_BSON_SIZE:
+            raise _too_large(len(raw))
+        return raw
+
+    def _insert_opts(self, comment: Any) -> bytes | None:
+        if comment is None:
+            return self._write_opts
+        opts: dict[str, Any] = {"comment": comment}
+        if self._write_opts is not None:
+            opts["writeConcern"] = self._write_concern.document
+        return _encode(opts)
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    async def insert_one(
+        self,
+        document: Any,
+        bypass_document_validation: bool | None = None,
+        session: Any = None,
+        comment: Any = None,
+    ) -> InsertOneResult:
+        refuse_session(session)
+        raw = self._encode_document(document)
+        flags = _core.FLAG_BYPASS if bypass_document_validation else 0
+        core = self._client._core
+        await execute(
+            core,
+            core.submit(_OP_INSERT, _RES_WRITE, self._db_name, self._name, raw,
+                        self._insert_opts(comment), None, flags),
+        )
+        return InsertOneResult(document.get("_id"), self._acknowledged)
+
+    async def insert_many(
+        self,
+        documents: Iterable[Any],
+        ordered: bool = True,
+        bypass_document_validation: bool | None = None,
+        session: Any = None,
+        comment: Any = None,
+    ) -> InsertManyResult:
+        refuse_session(session)
+        if isinstance(documents, AbcMapping) or not isinstance(documents, Iterable) or isinstance(
+            documents, (str, bytes)
+        ):
+            raise TypeError("documents must be a non-empty list")
+        ids: list[Any] = []
+        chunks: list[bytes] = []
+        for document in documents:
+            chunks.append(self._encode_document(document))
+            ids.append(document.get("_id"))
+        if not chunks:
+            raise TypeError("documents must be a non-empty list")
+        opts: dict[str, Any] = {"ordered": bool(ordered)}
+        if self._write_opts is not None:
+            opts["writeConcern"] = self._write_concern.document
+        if comment is not None:
+            opts["comment"] = comment
+        flags = _core.FLAG_BYPASS if bypass_document_validation else 0
+        core = self._client._core
+        await execute(
+            core,
+            core.submit(_OP_INSERT, _RES_BULK, self._db_name, self._name, b"".join(chunks),
+                        _encode(opts), None, flags),
+        )
+        return InsertManyResult(ids, self._acknowledged)
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    async def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """The first document matching ``filter`` (a mapping, or an ``_id`` value), or None."""
+        cmd = self._find_one_command(filter, *args, **kwargs)
+        core = self._client._core
+        future = core.submit(_OP_READ, _RES_FIRST, self._db_name, None, cmd, None, self._codec_options)
+        try:
+            return await future
+        except CancelledError:
+            core.cancel(future)
+            raise
+
+    def _find_one_command(
+        self,
+        filter: Any = None,
+        projection: Any = None,
+        skip: int = 0,
+        sort: Any = None,
+        max_time_ms: int | None = None,
+        hint: Any = None,
+        collation: Any = None,
+        comment: Any = None,
+        let: Any = None,
+        session: Any = None,
+        allow_disk_use: bool | None = None,
+    ) -> bytes:
+        refuse_session(session)
+        if filter is None:
+            filter = {}
+        elif not isinstance(filter, AbcMapping):
+            filter = {"_id": filter}
+        cmd: dict[str, Any] = {"find": self._name, "filter": filter, "limit": 1, "singleBatch": True}
+        if projection is not None:
+            cmd["projection"] = _projection(projection)
+        if skip:
+            if not isinstance(skip, int) or skip < 0:
+                raise ValueError("skip must be a non-negative int")
+            cmd["skip"] = skip
+        if sort is not None:
+            cmd["sort"] = _sort(sort)
+        if max_time_ms is not None:
+            if not isinstance(max_time_ms, int):
+                raise TypeError("max_time_ms must be an integer or None")
+            cmd["maxTimeMS"] = max_time_ms
+        if hint is not None:
+            cmd["hint"] = hint if isinstance(hint, (str, AbcMapping)) else _sort(hint)
+        if collation is not None:
+            cmd["collation"] = collation if isinstance(collation, AbcMapping) else collation.document
+        if comment is not None:
+            cmd["comment"] = comment
+        if let is not None:
+            cmd["let"] = let
+        if allow_disk_use is not None:
+            cmd["allowDiskUse"] = allow_disk_use
+        if self._read_concern_doc:
+            cmd["readConcern"] = self._read_concern_doc
+        return _encode(cmd, False, self._codec_options)
+
+    # ---- collection-level ------------------------------------------------------------------
+
+    async def drop(self, session: Any = None, comment: Any = None, encrypted_fields: Any = None) -> None:
+        """Drop the collection; a missing collection is not an error (as PyMongo)."""
+        if encrypted_fields is not None:
+            raise InvalidOperation("asyncmongo does not support queryable encryption")
+        await self._database.command(
+            "drop", self._name, session=session, comment=comment, allowable_errors=[26, "ns not found"]
+        )
+
+
+__all__ = ["AsyncCollection"]

@@ -1,0 +1,159 @@
+"""Uniform adapters over each driver under test: connect, find_one by _id, insert_one, close.
+
+Adapters import their driver lazily so one missing or broken driver never hides the others.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any, Awaitable, Callable
+
+DB_NAME = "asyncmongo_bench"
+
+# Order here is the column order of the results table.
+DRIVERS = (
+    "asyncmongo-eventfd",
+    "asyncmongo-threadsafe",
+    "pymongo",
+    "motor",
+    "mongojet",
+)
+ALIASES = {"asyncmongo": ("asyncmongo-eventfd", "asyncmongo-threadsafe")}
+
+
+def _dist_version(dist: str, module: Any = None) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        # An in-tree build (PYTHONPATH / build dir) has no dist-info.
+        return str(getattr(module, "__version__", "unknown (not installed)"))
+
+
+def _uri_with_option(uri: str, key: str, value: object) -> str:
+    if key.lower() in uri.lower():
+        return uri  # the caller's URI wins
+    if "?" in uri:
+        return f"{uri}&{key}={value}"
+    rest = uri.split("://", 1)[-1]
+    return f"{uri}{'' if '/' in rest else '/'}?{key}={value}"
+
+
+class Adapter:
+    """One connected client plus the two operations under test."""
+
+    name: str
+    find_one: Callable[[Any], Awaitable[Any]]
+    insert_one: Callable[[dict], Awaitable[Any]]
+
+    async def ping(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class _PymongoStyle(Adapter):
+    """Drivers whose client mirrors PyMongo: client[db][coll], admin.command, async close."""
+
+    def __init__(self, client: Any, collection: str) -> None:
+        self.client = client
+        coll = client[DB_NAME][collection]
+        # Return the driver's own awaitable: a wrapper coroutine would add harness
+        # overhead to every op's CPU figure.
+        self.find_one = lambda _id, f=coll.find_one: f({"_id": _id})
+        self.insert_one = coll.insert_one
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    async def close(self) -> None:
+        res = self.client.close()
+        if res is not None:  # Motor's close() is synchronous, the others return a coroutine
+            await res
+
+
+class _Mongojet(Adapter):
+    def __init__(self, client: Any, collection: str) -> None:
+        self.client = client
+        self._db = client.get_database(DB_NAME)
+        coll = self._db.get_collection(collection)
+        self.find_one = lambda _id, f=coll.find_one: f({"_id": _id})
+        self.insert_one = coll.insert_one
+
+    async def ping(self) -> None:
+        # mongojet has no Database.command(); run_command is its spelling.
+        await self.client.get_database("admin").run_command({"ping": 1})
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def probe(name: str) -> dict:
+    """Import the driver and report {available, version, error} without connecting."""
+    try:
+        if name.startswith("asyncmongo"):
+            import asyncmongo
+
+            getattr(asyncmongo, "AsyncMongoClient")
+            version = _dist_version("asyncmongo", asyncmongo)
+        elif name == "pymongo":
+            import pymongo
+
+            getattr(pymongo, "AsyncMongoClient")
+            version = pymongo.version
+        elif name == "motor":
+            import motor
+            import motor.motor_asyncio  # noqa: F401
+
+            version = motor.version
+        elif name == "mongojet":
+            import mongojet
+
+            version = _dist_version("mongojet", mongojet)
+        else:
+            return {"available": False, "version": None, "error": f"unknown driver {name!r}"}
+    except Exception as e:  # noqa: BLE001 - ImportError or a half-built extension alike
+        return {"available": False, "version": None, "error": f"{type(e).__name__}: {e}"}
+    return {"available": True, "version": version, "error": None}
+
+
+async def connect(name: str, uri: str, collection: str, pool_size: int) -> Adapter:
+    """Build the client inside the running loop (Motor and PyMongo bind to it)."""
+    # A pool size already in the URI wins for every driver alike.
+    kw = {} if "maxpoolsize" in uri.lower() else {"maxPoolSize": pool_size}
+    if name.startswith("asyncmongo"):
+        from asyncmongo import AsyncMongoClient
+
+        wakeup = name.split("-", 1)[1]
+        return _PymongoStyle(AsyncMongoClient(uri, wakeup=wakeup, **kw), collection)
+    if name == "pymongo":
+        from pymongo import AsyncMongoClient
+
+        return _PymongoStyle(AsyncMongoClient(uri, **kw), collection)
+    if name == "motor":
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        return _PymongoStyle(AsyncIOMotorClient(uri, **kw), collection)
+    if name == "mongojet":
+        import mongojet
+
+        # create_client() takes only a URI; pool size must travel in it. Its default
+        # (the Rust driver's, 10) would otherwise make 64/1024-task rows unfair.
+        client = await mongojet.create_client(_uri_with_option(uri, "maxPoolSize", pool_size))
+        return _Mongojet(client, collection)
+    raise ValueError(f"unknown driver {name!r}")
+
+
+def expand(names: str | None) -> list[str]:
+    if not names:
+        return list(DRIVERS)
+    out: list[str] = []
+    for raw in names.split(","):
+        n = raw.strip()
+        if not n:
+            continue
+        for m in ALIASES.get(n, (n,)):
+            if m not in DRIVERS:
+                raise SystemExit(f"unknown driver {m!r}; choose from {', '.join(DRIVERS)} or asyncmongo")
+            if m not in out:
+                out.append(m)
+    return out

@@ -1,0 +1,175 @@
+/* asyncmongo.h: shared types and prototypes of the C core.
+ * Ownership markers on prototypes: NEW (returns a new reference), BORROWED (returns a borrowed one),
+ * STEALS(n) (takes over the reference passed as argument n). Functions ending in _nogil run without
+ * the GIL and must not touch any PyObject; functions ending in _locked need the named mutex held. */
+#ifndef ASYNCMONGO_H
+#define ASYNCMONGO_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <mongoc/mongoc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Operation kinds: which libmongoc entry point a worker calls. */
+enum {
+    AMONGO_OP_COMMAND = 0,    /* mongoc_client_command_with_opts: no read/write logic */
+    AMONGO_OP_READ = 1,       /* mongoc_client_read_command_with_opts: retryable reads, read concern */
+    AMONGO_OP_WRITE = 2,      /* mongoc_client_write_command_with_opts: retryable writes, write concern */
+    AMONGO_OP_READ_WRITE = 3, /* mongoc_client_read_write_command_with_opts */
+    AMONGO_OP_INSERT = 4,     /* bulk insert of concatenated BSON documents (OP_MSG document sequence) */
+    AMONGO_OP_BARRIER = 5,    /* internal: resolves when every worker of a closing client has exited */
+    AMONGO_OP_COUNT
+};
+
+/* What the loop thread makes of a finished job. */
+enum {
+    AMONGO_RES_DOC = 0,    /* the reply, decoded with the job's codec options */
+    AMONGO_RES_FIRST = 1,  /* first document of the cursor batch, or None */
+    AMONGO_RES_CURSOR = 2, /* (cursor_id, ns, [documents], server_id) */
+    AMONGO_RES_WRITE = 3,  /* the reply as a dict; writeErrors raise WriteError / DuplicateKeyError */
+    AMONGO_RES_BULK = 4,   /* the reply as a dict; writeErrors raise BulkWriteError */
+    AMONGO_RES_NONE = 5,   /* None */
+    AMONGO_RES_COUNT
+};
+
+/* Job flags. */
+#define AMONGO_FLAG_PIN 0x1      /* select a server first, run there, report its id (cursor owners) */
+#define AMONGO_FLAG_ORDERED 0x2  /* bulk inserts: stop at the first error */
+#define AMONGO_FLAG_BYPASS 0x4   /* bulk inserts: bypassDocumentValidation */
+
+/* Wake-up paths of a completion queue. */
+#define AMONGO_WAKE_EVENTFD 0    /* worker writes an eventfd the loop watches: never waits for the GIL */
+#define AMONGO_WAKE_THREADSAFE 1 /* worker takes the GIL and calls loop.call_soon_threadsafe */
+
+/* Error domains of our own, beside libmongoc's. */
+#define AMONGO_ERROR_DOMAIN_CLOSED 1000 /* the client was closed before the job ran */
+
+typedef struct AmongoQueue AmongoQueue;
+typedef struct AmongoPool AmongoPool;
+
+/* One operation. Inputs are set on the loop thread at submit and read-only afterwards; outputs are
+ * written by exactly one worker, then read on the loop thread after the completion queue hands the
+ * job over (its mutex orders the two). PyObject fields are touched on the loop thread only. */
+typedef struct AmongoJob {
+    struct AmongoJob *next; /* link in the pool's run queue, then in a completion queue */
+    int op;
+    int result_kind;
+    unsigned flags;
+    uint32_t server_id;     /* run on this server (getMore, killCursors), 0 for any */
+
+    /* inputs: borrowed from the Python objects below, which the job keeps alive */
+    const char *db;
+    const char *coll;
+    const uint8_t *cmd;
+    size_t cmd_len;
+    const uint8_t *opts;
+    size_t opts_len;
+
+    /* strong references, loop thread only */
+    PyObject *future;
+    PyObject *db_obj, *coll_obj, *cmd_obj, *opts_obj;
+    PyObject *codec_options;
+    PyObject *owner;        /* the AmongoClient: keeps the pool alive while the job exists */
+    AmongoQueue *queue;     /* completion queue of the future's loop */
+
+    /* outputs, written by the worker */
+    bool ok;
+    bool has_reply;
+    bson_error_t error;
+    bson_t reply;
+    const uint8_t *first;   /* AMONGO_RES_FIRST: the first batch document, inside reply */
+    uint8_t *batch;         /* AMONGO_RES_CURSOR: the batch documents, concatenated (malloc) */
+    size_t batch_len;
+    int64_t cursor_id;
+    uint32_t out_server_id;
+} AmongoJob;
+
+/* Module state: everything the module holds, listed once in AMONGO_STATE_OBJECTS so that traverse
+ * and clear cannot drift apart. */
+#define AMONGO_STATE_OBJECTS(X) \
+    X(ClientType) X(QueueType) \
+    X(get_running_loop) X(bson_to_dict) X(decode_all) X(default_codec_options) X(logger) \
+    X(str_create_future) X(str_set_result) X(str_set_exception) X(str_done) X(str_add_reader) \
+    X(str_call_soon_threadsafe) X(str_drain) \
+    X(exc_PyMongoError) X(exc_ConnectionFailure) X(exc_AutoReconnect) X(exc_NetworkTimeout) \
+    X(exc_ServerSelectionTimeoutError) X(exc_NotPrimaryError) X(exc_OperationFailure) \
+    X(exc_ExecutionTimeout) X(exc_CursorNotFound) X(exc_WriteError) X(exc_DuplicateKeyError) \
+    X(exc_WriteConcernError) X(exc_WTimeoutError) X(exc_BulkWriteError) X(exc_InvalidOperation) \
+    X(exc_ConfigurationError) X(exc_InvalidURI) X(exc_ProtocolError) X(exc_DocumentTooLarge)
+
+typedef struct {
+#define AMONGO_STATE_FIELD(name) PyObject *name;
+    AMONGO_STATE_OBJECTS(AMONGO_STATE_FIELD)
+#undef AMONGO_STATE_FIELD
+} AmongoState;
+
+/* Debug counters (uvloop's `make debug` idea): checked by the tests at teardown. */
+typedef struct {
+    atomic_long jobs_submitted;
+    atomic_long jobs_completed;  /* resolved or discarded on a loop thread */
+    atomic_long jobs_live;       /* allocated and not yet freed */
+    atomic_long replies_live;    /* bson_t replies initialised and not yet destroyed */
+    atomic_long workers_live;
+    atomic_long workers_started;
+    atomic_long wakeups;         /* eventfd writes or call_soon_threadsafe calls */
+    atomic_long drains;
+    atomic_long jobs_cancelled;  /* removed from the run queue before a worker took them */
+} AmongoCounters;
+
+extern AmongoCounters amongo_counters;
+extern atomic_long amongo_fork_generation; /* bumped in the child after fork() */
+extern atomic_int amongo_finalizing;       /* set at interpreter exit: workers stop taking the GIL */
+
+/* module.c */
+AmongoState *amongo_state_from_type(PyTypeObject *tp); /* BORROWED */
+PyObject *amongo_module_debug_counters(void);         /* NEW */
+
+/* jobs.c */
+AmongoJob *amongo_job_new(void);
+void amongo_job_free(AmongoJob *job);              /* loop thread: drops the references */
+void amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client);
+void amongo_job_complete(AmongoState *st, AmongoJob *job); /* loop thread: resolves the future */
+void amongo_job_discard(AmongoJob *job);           /* loop thread: drop without resolving */
+
+/* workers.c (pure C) */
+AmongoPool *amongo_pool_new(mongoc_client_pool_t *mpool, int max_workers);
+int amongo_pool_submit(AmongoPool *pool, AmongoJob *job); /* 0, or -1 when stopping */
+AmongoJob *amongo_pool_take_queued(AmongoPool *pool, PyObject *future); /* remove one queued job */
+AmongoJob *amongo_pool_stop(AmongoPool *pool, AmongoJob *barrier, bool *barrier_queued);
+void amongo_pool_wait_stopped_nogil(AmongoPool *pool);
+void amongo_pool_free(AmongoPool *pool);
+int amongo_pool_workers(AmongoPool *pool);
+int amongo_pool_queued(AmongoPool *pool);
+
+/* completion.c */
+int amongo_queue_init_type(PyObject *module, AmongoState *st);
+AmongoQueue *amongo_queue_get(AmongoState *st, PyObject *queues, int mode); /* BORROWED */
+void amongo_queue_push_nogil(AmongoQueue *q, AmongoJob *job);
+PyObject *amongo_queue_create_future(AmongoQueue *q);  /* NEW */
+void amongo_queue_retain(AmongoQueue *q);   /* loop thread: a job takes a reference */
+void amongo_queue_release(AmongoQueue *q);  /* loop thread: the job drops it */
+int amongo_queues_sweep(PyObject *queues, bool all); /* drop queues of closed loops (or all) */
+
+/* client.c */
+int amongo_client_init_type(PyObject *module, AmongoState *st);
+
+/* errors.c */
+int amongo_errors_init(AmongoState *st);
+PyObject *amongo_error_from_job(AmongoState *st, const AmongoJob *job);   /* NEW exception */
+PyObject *amongo_write_error(AmongoState *st, PyObject *reply, bool bulk); /* NEW, or NULL if none */
+void amongo_set_error(AmongoState *st, const bson_error_t *error);         /* raise now */
+
+/* log.c */
+void amongo_log_install(void);
+void amongo_log_flush(AmongoState *st);
+extern atomic_int amongo_log_pending;
+static inline void amongo_log_maybe_flush(AmongoState *st)
+{
+    if (atomic_load_explicit(&amongo_log_pending, memory_order_relaxed))
+        amongo_log_flush(st);
+}
+
+#endif

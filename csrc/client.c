@@ -1,0 +1,448 @@
+/* client.c: the native client type over mongoc_client_pool_t: submit, cancel, close.
+ * Submit runs on the loop thread: it takes the running loop's completion queue, makes the future,
+ * builds a plain C job that borrows the encoded bytes (keeping their objects alive) and queues it
+ * for the workers. Nothing here blocks the loop: waiting for workers happens with the GIL released,
+ * and only when they are known to be finishing. */
+#include "asyncmongo.h"
+
+#include <structmember.h>
+
+enum { CLIENT_OPEN = 0, CLIENT_CLOSING = 1, CLIENT_CLOSED = 2 };
+
+typedef struct {
+    PyObject_HEAD
+    mongoc_client_pool_t *mpool;
+    AmongoPool *pool;
+    PyObject *queues;    /* dict: event loop -> completion queue */
+    int wake_mode;
+    int state;
+    int max_workers;
+    long fork_generation;
+    PyObject *weakreflist;
+} AmongoClient;
+
+static AmongoState *
+client_state(AmongoClient *self)
+{
+    return amongo_state_from_type(Py_TYPE(self));
+}
+
+static bool
+client_forked(AmongoClient *self)
+{
+    return self->fork_generation != atomic_load(&amongo_fork_generation);
+}
+
+static int
+client_check_usable(AmongoClient *self)
+{
+    AmongoState *st = client_state(self);
+    if (client_forked(self)) {
+        PyErr_SetString(st->exc_InvalidOperation,
+                        "this AsyncMongoClient was created before fork(): its connections and "
+                        "threads belong to the parent process; create a new client in the child");
+        return -1;
+    }
+    if (self->state != CLIENT_OPEN) {
+        PyErr_SetString(st->exc_InvalidOperation, "Cannot use AsyncMongoClient after close");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"uri", "max_workers", "wakeup", "connect", NULL};
+    const char *uri_string;
+    int max_workers = 100;
+    const char *wakeup = "eventfd";
+    int connect = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|isp", kwlist, &uri_string, &max_workers, &wakeup,
+                                     &connect))
+        return NULL;
+    AmongoState *st = amongo_state_from_type(type);
+    int wake_mode;
+    if (!strcmp(wakeup, "eventfd"))
+        wake_mode = AMONGO_WAKE_EVENTFD;
+    else if (!strcmp(wakeup, "threadsafe"))
+        wake_mode = AMONGO_WAKE_THREADSAFE;
+    else {
+        PyErr_Format(st->exc_ConfigurationError,
+                     "wakeup must be 'eventfd' or 'threadsafe', not '%s'", wakeup);
+        return NULL;
+    }
+    if (max_workers < 1) {
+        PyErr_SetString(st->exc_ConfigurationError, "max_workers must be at least 1");
+        return NULL;
+    }
+
+    bson_error_t error;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_string, &error);
+    if (!uri) {
+        PyErr_SetString(st->exc_InvalidURI, error.message);
+        return NULL;
+    }
+    /* Opened into locals and assigned to the object only on success (CPython's _sqlite habit). */
+    mongoc_client_pool_t *mpool = mongoc_client_pool_new_with_error(uri, &error);
+    mongoc_uri_destroy(uri);
+    if (!mpool) {
+        PyErr_SetString(st->exc_ConfigurationError, error.message);
+        return NULL;
+    }
+    mongoc_client_pool_set_error_api(mpool, MONGOC_ERROR_API_VERSION_2);
+    /* One client per worker, plus slack for a worker that is exiting while its successor starts. */
+    mongoc_client_pool_max_size(mpool, (uint32_t)max_workers + 1);
+    AmongoPool *pool = amongo_pool_new(mpool, max_workers);
+    PyObject *queues = PyDict_New();
+    AmongoClient *self = pool && queues ? (AmongoClient *)type->tp_alloc(type, 0) : NULL;
+    if (!self) {
+        if (pool)
+            amongo_pool_free(pool);
+        Py_XDECREF(queues);
+        mongoc_client_pool_destroy(mpool);
+        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
+    }
+    self->mpool = mpool;
+    self->pool = pool;
+    self->queues = queues;
+    self->wake_mode = wake_mode;
+    self->state = CLIENT_OPEN;
+    self->max_workers = max_workers;
+    self->fork_generation = atomic_load(&amongo_fork_generation);
+    if (connect) {
+        /* The first pop starts libmongoc's topology monitor: discovery begins now, in the
+         * background, as PyMongo's connect=True does. It does no I/O on this thread. */
+        mongoc_client_t *c = mongoc_client_pool_pop(mpool);
+        mongoc_client_pool_push(mpool, c);
+    }
+    return (PyObject *)self;
+}
+
+/* submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0) -> Future */
+static PyObject *
+client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    AmongoState *st = client_state(self);
+    if (nargs < 7 || nargs > 9) {
+        PyErr_SetString(PyExc_TypeError, "submit() takes 7 to 9 arguments");
+        return NULL;
+    }
+    long op = PyLong_AsLong(args[0]);
+    long result_kind = PyLong_AsLong(args[1]);
+    unsigned long flags = nargs > 7 ? PyLong_AsUnsignedLong(args[7]) : 0;
+    unsigned long server_id = nargs > 8 ? PyLong_AsUnsignedLong(args[8]) : 0;
+    if (PyErr_Occurred())
+        return NULL;
+    if (op < 0 || op >= AMONGO_OP_BARRIER || result_kind < 0 || result_kind >= AMONGO_RES_COUNT) {
+        PyErr_SetString(PyExc_ValueError, "invalid operation or result kind");
+        return NULL;
+    }
+    PyObject *db = args[2], *coll = args[3], *cmd = args[4], *opts = args[5], *codec = args[6];
+    if (!PyUnicode_Check(db) || (coll != Py_None && !PyUnicode_Check(coll)) || !PyBytes_Check(cmd) ||
+        (opts != Py_None && !PyBytes_Check(opts))) {
+        PyErr_SetString(PyExc_TypeError, "submit(): db: str, coll: str|None, cmd: bytes, opts: bytes|None");
+        return NULL;
+    }
+    if (op == AMONGO_OP_INSERT && coll == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "submit(): inserts need a collection name");
+        return NULL;
+    }
+    if (client_check_usable(self) < 0)
+        return NULL;
+    const char *db_utf8 = PyUnicode_AsUTF8(db);
+    const char *coll_utf8 = coll != Py_None ? PyUnicode_AsUTF8(coll) : NULL;
+    if (!db_utf8 || (coll != Py_None && !coll_utf8))
+        return NULL;
+
+    AmongoQueue *q = amongo_queue_get(st, self->queues, self->wake_mode);
+    if (!q)
+        return NULL;
+    PyObject *future = amongo_queue_create_future(q);
+    if (!future)
+        return NULL;
+    AmongoJob *job = amongo_job_new();
+    if (!job) {
+        Py_DECREF(future);
+        return NULL;
+    }
+    job->op = (int)op;
+    job->result_kind = (int)result_kind;
+    job->flags = (unsigned)flags;
+    job->server_id = (uint32_t)server_id;
+    job->db = db_utf8;
+    job->coll = coll_utf8;
+    job->cmd = (const uint8_t *)PyBytes_AS_STRING(cmd);
+    job->cmd_len = (size_t)PyBytes_GET_SIZE(cmd);
+    if (opts != Py_None) {
+        job->opts = (const uint8_t *)PyBytes_AS_STRING(opts);
+        job->opts_len = (size_t)PyBytes_GET_SIZE(opts);
+    }
+    job->future = Py_NewRef(future);
+    job->db_obj = Py_NewRef(db);
+    job->coll_obj = Py_NewRef(coll);
+    job->cmd_obj = Py_NewRef(cmd);
+    job->opts_obj = Py_NewRef(opts);
+    job->codec_options = codec != Py_None ? Py_NewRef(codec) : NULL;
+    job->owner = Py_NewRef(self);
+    amongo_queue_retain(q);
+    job->queue = q;
+
+    int rc = amongo_pool_submit(self->pool, job);
+    if (rc < 0) {
+        amongo_job_free(job);
+        Py_DECREF(future);
+        if (rc == -1)
+            PyErr_SetString(st->exc_InvalidOperation, "Cannot use AsyncMongoClient after close");
+        else
+            PyErr_SetString(PyExc_RuntimeError, "asyncmongo: could not start a worker thread");
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&amongo_counters.jobs_submitted, 1, memory_order_relaxed);
+    amongo_log_maybe_flush(st);
+    return future;
+}
+
+/* cancel(future) -> bool: remove the job from the run queue if no worker has taken it yet, so that
+ * it is never sent. A running job cannot be interrupted: it finishes and its result is dropped. */
+static PyObject *
+client_cancel(AmongoClient *self, PyObject *future)
+{
+    if (!self->pool || client_forked(self))
+        Py_RETURN_FALSE;
+    AmongoJob *job = amongo_pool_take_queued(self->pool, future);
+    if (!job)
+        Py_RETURN_FALSE;
+    atomic_fetch_add_explicit(&amongo_counters.jobs_cancelled, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&amongo_counters.jobs_completed, 1, memory_order_relaxed);
+    amongo_job_free(job);
+    Py_RETURN_TRUE;
+}
+
+/* Fail the jobs that never ran: each goes to its own loop's queue, to be resolved there. */
+static void
+client_fail_queued(AmongoJob *job)
+{
+    while (job) {
+        AmongoJob *next = job->next;
+        job->ok = false;
+        bson_set_error(&job->error, AMONGO_ERROR_DOMAIN_CLOSED, 1,
+                       "Cannot use AsyncMongoClient after close");
+        amongo_queue_push_nogil(job->queue, job);
+        job = next;
+    }
+}
+
+static void
+client_destroy_pool(AmongoClient *self)
+{
+    AmongoPool *pool = self->pool;
+    mongoc_client_pool_t *mpool = self->mpool;
+    self->pool = NULL;
+    self->mpool = NULL;
+    if (!pool)
+        return;
+    /* Cleared first, then released without the GIL: workers may still need it to finish. */
+    Py_BEGIN_ALLOW_THREADS
+    amongo_pool_wait_stopped_nogil(pool);
+    mongoc_client_pool_destroy(mpool);
+    Py_END_ALLOW_THREADS
+    amongo_pool_free(pool);
+}
+
+/* close() -> Future | None: stop taking jobs and fail the queued ones. The future resolves once
+ * every worker has finished its running job and exited; then call destroy(). Without a running
+ * loop, close synchronously and return None. */
+static PyObject *
+client_close(AmongoClient *self, PyObject *Py_UNUSED(ignored))
+{
+    AmongoState *st = client_state(self);
+    if (self->state != CLIENT_OPEN || !self->pool)
+        Py_RETURN_NONE;
+    if (client_forked(self)) {
+        /* The parent's threads do not exist here; its pool must not be touched. Leak it. */
+        self->state = CLIENT_CLOSED;
+        self->pool = NULL;
+        self->mpool = NULL;
+        Py_RETURN_NONE;
+    }
+    self->state = CLIENT_CLOSING;
+    AmongoQueue *q = amongo_queue_get(st, self->queues, self->wake_mode);
+    AmongoJob *barrier = NULL;
+    PyObject *future = NULL;
+    if (q) {
+        future = amongo_queue_create_future(q);
+        barrier = future ? amongo_job_new() : NULL;
+        if (!barrier) {
+            Py_CLEAR(future);
+            return NULL;
+        }
+        barrier->op = AMONGO_OP_BARRIER;
+        barrier->result_kind = AMONGO_RES_NONE;
+        barrier->ok = true;
+        barrier->future = Py_NewRef(future);
+        barrier->owner = Py_NewRef(self);
+        amongo_queue_retain(q);
+        barrier->queue = q;
+        atomic_fetch_add_explicit(&amongo_counters.jobs_submitted, 1, memory_order_relaxed);
+    } else {
+        PyErr_Clear(); /* no running loop: close synchronously */
+    }
+    bool barrier_queued = false;
+    AmongoJob *queued = amongo_pool_stop(self->pool, barrier, &barrier_queued);
+    client_fail_queued(queued);
+    if (barrier && !barrier_queued) {
+        amongo_job_complete(st, barrier);
+        amongo_job_free(barrier);
+    }
+    if (!future) {
+        client_destroy_pool(self);
+        self->state = CLIENT_CLOSED;
+        if (amongo_queues_sweep(self->queues, true) < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    return future;
+}
+
+/* destroy(): after close()'s future resolved: release libmongoc's pool and the loops' queues. */
+static PyObject *
+client_destroy(AmongoClient *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->state == CLIENT_OPEN) {
+        PyErr_SetString(PyExc_RuntimeError, "destroy() before close()");
+        return NULL;
+    }
+    if (!client_forked(self))
+        client_destroy_pool(self);
+    self->state = CLIENT_CLOSED;
+    if (amongo_queues_sweep(self->queues, true) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* abandon(): at interpreter exit. Stop taking jobs and let idle workers go, without waiting for
+ * operations in flight (they finish on their own and their completions are dropped). */
+static PyObject *
+client_abandon(AmongoClient *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->pool && !client_forked(self) && self->state == CLIENT_OPEN) {
+        bool unused;
+        AmongoJob *queued = amongo_pool_stop(self->pool, NULL, &unused);
+        client_fail_queued(queued);
+        self->state = CLIENT_CLOSING;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+client_stats(AmongoClient *self, PyObject *Py_UNUSED(ignored))
+{
+    int workers = self->pool && !client_forked(self) ? amongo_pool_workers(self->pool) : 0;
+    int queued = self->pool && !client_forked(self) ? amongo_pool_queued(self->pool) : 0;
+    return Py_BuildValue("{s:i,s:i,s:n,s:i}", "workers", workers, "queued", queued, "loops",
+                         PyDict_GET_SIZE(self->queues), "max_workers", self->max_workers);
+}
+
+static PyObject *
+client_queue(AmongoClient *self, PyObject *Py_UNUSED(ignored))
+{
+    if (client_check_usable(self) < 0)
+        return NULL;
+    AmongoQueue *q = amongo_queue_get(client_state(self), self->queues, self->wake_mode);
+    return q ? Py_NewRef((PyObject *)q) : NULL;
+}
+
+static PyObject *
+client_get_closed(AmongoClient *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->state != CLIENT_OPEN);
+}
+
+static int
+client_traverse(AmongoClient *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->queues);
+    return 0;
+}
+
+static int
+client_clear(AmongoClient *self)
+{
+    Py_CLEAR(self->queues);
+    return 0;
+}
+
+/* No job refers to the client here (each holds a reference), so the workers are idle or gone. */
+static void
+client_dealloc(AmongoClient *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    if (self->pool && !client_forked(self)) {
+        bool unused;
+        AmongoJob *queued = amongo_pool_stop(self->pool, NULL, &unused);
+        client_fail_queued(queued);
+        client_destroy_pool(self);
+    }
+    if (self->queues) {
+        if (amongo_queues_sweep(self->queues, true) < 0)
+            PyErr_WriteUnraisable((PyObject *)self);
+    }
+    client_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef client_methods[] = {
+    {"submit", (PyCFunction)(void (*)(void))client_submit, METH_FASTCALL,
+     "submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0) -> Future"},
+    {"cancel", (PyCFunction)client_cancel, METH_O, "cancel(future) -> bool: unqueue a job not yet run"},
+    {"close", (PyCFunction)client_close, METH_NOARGS, "close() -> Future | None"},
+    {"destroy", (PyCFunction)client_destroy, METH_NOARGS, "destroy(): release the pool after close"},
+    {"abandon", (PyCFunction)client_abandon, METH_NOARGS, "abandon(): stop at interpreter exit"},
+    {"stats", (PyCFunction)client_stats, METH_NOARGS, "stats() -> dict"},
+    {"queue", (PyCFunction)client_queue, METH_NOARGS, "the running loop's completion queue"},
+    {NULL},
+};
+
+static PyGetSetDef client_getset[] = {
+    {"closed", (getter)client_get_closed, NULL, "True once close() was called", NULL},
+    {NULL},
+};
+
+static PyMemberDef client_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(AmongoClient, weakreflist), READONLY, NULL},
+    {NULL},
+};
+
+static PyType_Slot client_slots[] = {
+    {Py_tp_new, client_new},
+    {Py_tp_dealloc, client_dealloc},
+    {Py_tp_traverse, client_traverse},
+    {Py_tp_clear, client_clear},
+    {Py_tp_methods, client_methods},
+    {Py_tp_getset, client_getset},
+    {Py_tp_members, client_members},
+    {Py_tp_doc, "Client(uri, max_workers=100, wakeup='eventfd', connect=True): the native core."},
+    {0, NULL},
+};
+
+static PyType_Spec client_spec = {
+    .name = "asyncmongo._core.Client",
+    .basicsize = sizeof(AmongoClient),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = client_slots,
+};
+
+int
+amongo_client_init_type(PyObject *module, AmongoState *st)
+{
+    st->ClientType = PyType_FromModuleAndSpec(module, &client_spec, NULL);
+    if (!st->ClientType)
+        return -1;
+    return PyModule_AddType(module, (PyTypeObject *)st->ClientType);
+}

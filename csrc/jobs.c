@@ -1,0 +1,389 @@
+/* jobs.c: the life of one operation: run on a worker (no GIL), then complete on the loop thread.
+ * job_run_nogil calls libmongoc and leaves plain C results in the job; it never touches a PyObject.
+ * job_complete decodes the reply with PyMongo's bson (over a memoryview: no copy), builds the result
+ * or the exception and resolves the future; references are dropped on the loop thread only. */
+#include "asyncmongo.h"
+
+AmongoJob *
+amongo_job_new(void)
+{
+    AmongoJob *job = calloc(1, sizeof *job);
+    if (!job) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&amongo_counters.jobs_live, 1, memory_order_relaxed);
+    return job;
+}
+
+void
+amongo_job_free(AmongoJob *job)
+{
+    if (job->has_reply) {
+        bson_destroy(&job->reply);
+        atomic_fetch_sub_explicit(&amongo_counters.replies_live, 1, memory_order_relaxed);
+    }
+    bson_free(job->batch);
+    Py_XDECREF(job->future);
+    Py_XDECREF(job->db_obj);
+    Py_XDECREF(job->coll_obj);
+    Py_XDECREF(job->cmd_obj);
+    Py_XDECREF(job->opts_obj);
+    Py_XDECREF(job->codec_options);
+    if (job->queue)
+        amongo_queue_release(job->queue);
+    Py_XDECREF(job->owner);
+    free(job);
+    atomic_fetch_sub_explicit(&amongo_counters.jobs_live, 1, memory_order_relaxed);
+}
+
+/* ---- worker side (no GIL) ---------------------------------------------------------------- */
+
+static void
+job_keep_reply_nogil(AmongoJob *job)
+{
+    job->has_reply = true;
+    atomic_fetch_add_explicit(&amongo_counters.replies_live, 1, memory_order_relaxed);
+}
+
+/* Find cursor.{firstBatch,nextBatch} and cursor.id in a command reply. For AMONGO_RES_FIRST keep a
+ * pointer to the first document; for AMONGO_RES_CURSOR copy the documents end to end, so that the
+ * loop thread decodes the whole batch with one decode_all call. */
+static void
+job_extract_batch_nogil(AmongoJob *job)
+{
+    bson_iter_t it, cursor;
+    if (!bson_iter_init_find(&it, &job->reply, "cursor") || !BSON_ITER_HOLDS_DOCUMENT(&it) ||
+        !bson_iter_recurse(&it, &cursor)) {
+        job->ok = false;
+        bson_set_error(&job->error, MONGOC_ERROR_PROTOCOL, MONGOC_ERROR_PROTOCOL_INVALID_REPLY,
+                       "the server's reply has no cursor document");
+        return;
+    }
+    bson_iter_t batch;
+    bool have_batch = false;
+    while (bson_iter_next(&cursor)) {
+        const char *key = bson_iter_key(&cursor);
+        if (!strcmp(key, "id")) {
+            job->cursor_id = bson_iter_as_int64(&cursor);
+        } else if ((!strcmp(key, "firstBatch") || !strcmp(key, "nextBatch")) &&
+                   BSON_ITER_HOLDS_ARRAY(&cursor)) {
+            batch = cursor;
+            have_batch = true;
+        }
+    }
+    if (!have_batch)
+        return;
+    bson_iter_t doc;
+    if (!bson_iter_recurse(&batch, &doc))
+        return;
+    if (job->result_kind == AMONGO_RES_FIRST) {
+        while (bson_iter_next(&doc)) {
+            if (BSON_ITER_HOLDS_DOCUMENT(&doc)) {
+                uint32_t len;
+                bson_iter_document(&doc, &len, &job->first);
+                return;
+            }
+        }
+        return;
+    }
+    size_t total = 0;
+    bson_iter_t count = doc;
+    while (bson_iter_next(&count)) {
+        if (BSON_ITER_HOLDS_DOCUMENT(&count)) {
+            uint32_t len;
+            const uint8_t *data;
+            bson_iter_document(&count, &len, &data);
+            total += len;
+        }
+    }
+    if (!total)
+        return;
+    job->batch = bson_malloc(total);
+    while (bson_iter_next(&doc)) {
+        if (BSON_ITER_HOLDS_DOCUMENT(&doc)) {
+            uint32_t len;
+            const uint8_t *data;
+            bson_iter_document(&doc, &len, &data);
+            memcpy(job->batch + job->batch_len, data, len);
+            job->batch_len += len;
+        }
+    }
+}
+
+static void
+job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
+{
+    bson_t cmd, opts_static, opts;
+    if (!bson_init_static(&cmd, job->cmd, job->cmd_len)) {
+        bson_set_error(&job->error, MONGOC_ERROR_BSON, MONGOC_ERROR_BSON_INVALID,
+                       "invalid command document");
+        return;
+    }
+    if (job->opts_len)
+        bson_init_static(&opts_static, job->opts, job->opts_len);
+    else
+        bson_init(&opts_static);
+
+    /* Cursor owners pin their server: getMore and killCursors must reach the same one. */
+    uint32_t server_id = job->server_id;
+    if (!server_id && (job->flags & AMONGO_FLAG_PIN)) {
+        mongoc_server_description_t *sd = mongoc_client_select_server(
+            client, job->op != AMONGO_OP_READ && job->op != AMONGO_OP_COMMAND, NULL, &job->error);
+        if (!sd) {
+            bson_init(&job->reply);
+            job_keep_reply_nogil(job);
+            return;
+        }
+        server_id = mongoc_server_description_id(sd);
+        mongoc_server_description_destroy(sd);
+    }
+    const bson_t *use_opts = &opts_static;
+    if (server_id) {
+        bson_copy_to(&opts_static, &opts);
+        BSON_APPEND_INT32(&opts, "serverId", (int32_t)server_id);
+        use_opts = &opts;
+    }
+    job->out_server_id = server_id;
+
+    switch (job->op) {
+    case AMONGO_OP_READ:
+        job->ok = mongoc_client_read_command_with_opts(client, job->db, &cmd, NULL, use_opts,
+                                                       &job->reply, &job->error);
+        break;
+    case AMONGO_OP_WRITE:
+        job->ok = mongoc_client_write_command_with_opts(client, job->db, &cmd, use_opts, &job->reply,
+                                                        &job->error);
+        break;
+    case AMONGO_OP_READ_WRITE:
+        job->ok = mongoc_client_read_write_command_with_opts(client, job->db, &cmd, NULL, use_opts,
+                                                             &job->reply, &job->error);
+        break;
+    default:
+        job->ok = mongoc_client_command_with_opts(client, job->db, &cmd, NULL, use_opts, &job->reply,
+                                                  &job->error);
+        break;
+    }
+    job_keep_reply_nogil(job); /* libmongoc initialises the reply on every path */
+    if (use_opts == &opts)
+        bson_destroy(&opts);
+    bson_destroy(&opts_static);
+    if (job->ok && (job->result_kind == AMONGO_RES_FIRST || job->result_kind == AMONGO_RES_CURSOR))
+        job_extract_batch_nogil(job);
+}
+
+/* Insert documents (concatenated BSON) with a bulk operation: libmongoc sends them as an OP_MSG
+ * document sequence and splits batches by the server's size limits. */
+static void
+job_run_insert_nogil(AmongoJob *job, mongoc_client_t *client)
+{
+    bson_t opts;
+    if (job->opts_len)
+        bson_init_static(&opts, job->opts, job->opts_len);
+    else
+        bson_init(&opts);
+    mongoc_collection_t *coll = mongoc_client_get_collection(client, job->db, job->coll);
+    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
+    if (job->flags & AMONGO_FLAG_BYPASS)
+        mongoc_bulk_operation_set_bypass_document_validation(bulk, true);
+
+    /* Keys were checked by the server's rules, not libmongoc's older client-side ones. */
+    bson_t insert_opts = BSON_INITIALIZER;
+    BSON_APPEND_BOOL(&insert_opts, "validate", false);
+    bool ok = true;
+    size_t off = 0;
+    while (ok && off + 5 <= job->cmd_len) {
+        int32_t len;
+        memcpy(&len, job->cmd + off, 4);
+        len = BSON_UINT32_FROM_LE(len);
+        bson_t doc;
+        if (len < 5 || off + (size_t)len > job->cmd_len ||
+            !bson_init_static(&doc, job->cmd + off, (size_t)len)) {
+            bson_set_error(&job->error, MONGOC_ERROR_BSON, MONGOC_ERROR_BSON_INVALID,
+                           "invalid document at offset %zu", off);
+            ok = false;
+            break;
+        }
+        ok = mongoc_bulk_operation_insert_with_opts(bulk, &doc, &insert_opts, &job->error);
+        off += (size_t)len;
+    }
+    bson_destroy(&insert_opts);
+    if (ok) {
+        job->ok = mongoc_bulk_operation_execute(bulk, &job->reply, &job->error) != 0;
+    } else {
+        bson_init(&job->reply);
+        job->ok = false;
+    }
+    job_keep_reply_nogil(job);
+    mongoc_bulk_operation_destroy(bulk);
+    mongoc_collection_destroy(coll);
+    bson_destroy(&opts);
+}
+
+void
+amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
+{
+    switch (job->op) {
+    case AMONGO_OP_INSERT:
+        job_run_insert_nogil(job, client);
+        break;
+    case AMONGO_OP_BARRIER:
+        job->ok = true;
+        break;
+    default:
+        job_run_command_nogil(job, client);
+        break;
+    }
+}
+
+/* ---- loop side (GIL held) ---------------------------------------------------------------- */
+
+/* NEW: decode one BSON document of `len` bytes at `data` with `codec_options`. */
+static PyObject *
+decode_doc(AmongoState *st, const uint8_t *data, size_t len, PyObject *codec_options)
+{
+    PyObject *view = PyMemoryView_FromMemory((char *)data, (Py_ssize_t)len, PyBUF_READ);
+    if (!view)
+        return NULL;
+    PyObject *doc = PyObject_CallFunctionObjArgs(st->bson_to_dict, view, codec_options, NULL);
+    Py_DECREF(view);
+    return doc;
+}
+
+/* NEW: decode concatenated documents into a list with one call. */
+static PyObject *
+decode_batch(AmongoState *st, const uint8_t *data, size_t len, PyObject *codec_options)
+{
+    if (!len)
+        return PyList_New(0);
+    PyObject *view = PyMemoryView_FromMemory((char *)data, (Py_ssize_t)len, PyBUF_READ);
+    if (!view)
+        return NULL;
+    PyObject *docs = PyObject_CallFunctionObjArgs(st->decode_all, view, codec_options, NULL);
+    Py_DECREF(view);
+    return docs;
+}
+
+static PyObject *
+reply_ns(const bson_t *reply)
+{
+    bson_iter_t it;
+    if (bson_iter_init(&it, reply) && bson_iter_find_descendant(&it, "cursor.ns", &it) &&
+        BSON_ITER_HOLDS_UTF8(&it)) {
+        uint32_t len;
+        const char *ns = bson_iter_utf8(&it, &len);
+        return PyUnicode_DecodeUTF8(ns, len, "replace");
+    }
+    Py_RETURN_NONE;
+}
+
+/* NEW: the result object, or NULL with an exception set (a decode failure is the job's exception). */
+static PyObject *
+job_result(AmongoState *st, AmongoJob *job)
+{
+    PyObject *codec = job->codec_options ? job->codec_options : st->default_codec_options;
+    switch (job->result_kind) {
+    case AMONGO_RES_NONE:
+        Py_RETURN_NONE;
+    case AMONGO_RES_FIRST:
+        if (!job->first)
+            Py_RETURN_NONE;
+        {
+            uint32_t len;
+            memcpy(&len, job->first, 4);
+            return decode_doc(st, job->first, BSON_UINT32_FROM_LE(len), codec);
+        }
+    case AMONGO_RES_CURSOR: {
+        PyObject *docs = decode_batch(st, job->batch, job->batch_len, codec);
+        if (!docs)
+            return NULL;
+        PyObject *ns = reply_ns(&job->reply);
+        if (!ns) {
+            Py_DECREF(docs);
+            return NULL;
+        }
+        PyObject *r = Py_BuildValue("(LNNk)", (long long)job->cursor_id, ns, docs,
+                                    (unsigned long)job->out_server_id);
+        return r;
+    }
+    case AMONGO_RES_WRITE:
+    case AMONGO_RES_BULK:
+        /* Write results are read by the driver, not the user: PyMongo decodes them with defaults. */
+        return decode_doc(st, bson_get_data(&job->reply), job->reply.len, st->default_codec_options);
+    default:
+        return decode_doc(st, bson_get_data(&job->reply), job->reply.len, codec);
+    }
+}
+
+static void
+future_resolve(AmongoState *st, PyObject *future, PyObject *value, bool is_exception)
+{
+    PyObject *r = PyObject_CallMethodOneArg(future, is_exception ? st->str_set_exception
+                                                                 : st->str_set_result, value);
+    if (!r)
+        PyErr_WriteUnraisable(future);
+    Py_XDECREF(r);
+}
+
+void
+amongo_job_complete(AmongoState *st, AmongoJob *job)
+{
+    atomic_fetch_add_explicit(&amongo_counters.jobs_completed, 1, memory_order_relaxed);
+    PyObject *done = PyObject_CallMethodNoArgs(job->future, st->str_done);
+    if (!done) {
+        PyErr_WriteUnraisable(job->future);
+        return;
+    }
+    int is_done = PyObject_IsTrue(done);
+    Py_DECREF(done);
+    if (is_done) /* cancelled while it ran: the result is dropped */
+        return;
+
+    PyObject *value = NULL;
+    bool is_exception = false;
+    bool write = job->result_kind == AMONGO_RES_WRITE || job->result_kind == AMONGO_RES_BULK;
+    if (write && job->has_reply) {
+        /* Write errors come back in an ok reply, and a failed bulk still carries its partial
+         * result: look at the reply before at libmongoc's verdict. */
+        value = job_result(st, job);
+        if (value) {
+            PyObject *exc = amongo_write_error(st, value, job->result_kind == AMONGO_RES_BULK);
+            if (exc || PyErr_Occurred() || !job->ok) {
+                Py_SETREF(value, exc ? exc : PyErr_Occurred() ? NULL : amongo_error_from_job(st, job));
+                is_exception = true;
+            }
+        }
+    } else if (job->ok) {
+        value = job_result(st, job);
+    } else {
+        value = amongo_error_from_job(st, job);
+        is_exception = true;
+    }
+    if (!value) {
+        /* Decoding or building the exception failed: that failure is what the caller gets. */
+        PyObject *type, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (value && tb)
+            PyException_SetTraceback(value, tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        is_exception = true;
+        if (!value) {
+            value = PyObject_CallFunction(PyExc_SystemError, "s", "asyncmongo: job without result");
+            if (!value) {
+                PyErr_WriteUnraisable(job->future);
+                return;
+            }
+        }
+    }
+    future_resolve(st, job->future, value, is_exception);
+    Py_DECREF(value);
+}
+
+void
+amongo_job_discard(AmongoJob *job)
+{
+    (void)job;
+    atomic_fetch_add_explicit(&amongo_counters.jobs_completed, 1, memory_order_relaxed);
+}

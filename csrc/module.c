@@ -1,0 +1,230 @@
+/* module.c: the asyncmongo._core module: multi-phase init, module state, debug counters.
+ * Everything the module holds is listed once (AMONGO_STATE_OBJECTS) and both traverse and clear
+ * walk that list. libmongoc is initialised once per process; fork is tracked with pthread_atfork. */
+#include "asyncmongo.h"
+
+AmongoCounters amongo_counters;
+atomic_long amongo_fork_generation;
+atomic_int amongo_finalizing;
+
+static void
+on_fork_child(void)
+{
+    atomic_fetch_add(&amongo_fork_generation, 1);
+}
+
+static pthread_once_t process_once = PTHREAD_ONCE_INIT;
+
+static void
+process_init(void)
+{
+    mongoc_init();
+    amongo_log_install();
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+AmongoState *
+amongo_state_from_type(PyTypeObject *tp)
+{
+    return (AmongoState *)PyType_GetModuleState(tp);
+}
+
+static AmongoState *
+module_state(PyObject *m)
+{
+    return (AmongoState *)PyModule_GetState(m);
+}
+
+PyObject *
+amongo_module_debug_counters(void)
+{
+#define C(name) #name, (long)atomic_load(&amongo_counters.name)
+    return Py_BuildValue("{s:l,s:l,s:l,s:l,s:l,s:l,s:l,s:l,s:l}", C(jobs_submitted),
+                         C(jobs_completed), C(jobs_live), C(replies_live), C(workers_live),
+                         C(workers_started), C(wakeups), C(drains), C(jobs_cancelled));
+#undef C
+}
+
+static PyObject *
+mod_debug_counters(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    return amongo_module_debug_counters();
+}
+
+static PyObject *
+mod_set_finalizing(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    atomic_store(&amongo_finalizing, 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_flush_logs(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    amongo_log_flush(module_state(m));
+    Py_RETURN_NONE;
+}
+
+/* Test hook: log a message through libmongoc's logger, from this thread (checks the bridge). */
+static PyObject *
+mod_mongoc_log(PyObject *m, PyObject *args)
+{
+    (void)m;
+    int level;
+    const char *domain, *message;
+    if (!PyArg_ParseTuple(args, "iss", &level, &domain, &message))
+        return NULL;
+    mongoc_log((mongoc_log_level_t)level, domain, "%s", message);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_exception_classes(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    AmongoState *st = module_state(m);
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+#define ADD(name) \
+    if (!strncmp(#name, "exc_", 4) && PyDict_SetItemString(d, #name + 4, st->name) < 0) { \
+        Py_DECREF(d); \
+        return NULL; \
+    }
+    AMONGO_STATE_OBJECTS(ADD)
+#undef ADD
+    return d;
+}
+
+static PyMethodDef module_methods[] = {
+    {"debug_counters", mod_debug_counters, METH_NOARGS,
+     "C debug counters: jobs submitted/completed/live, replies live, workers, wake-ups, drains."},
+    {"_set_finalizing", mod_set_finalizing, METH_NOARGS, "interpreter exit: workers stop using the GIL"},
+    {"flush_logs", mod_flush_logs, METH_NOARGS, "deliver parked libmongoc log messages to logging"},
+    {"_mongoc_log", mod_mongoc_log, METH_VARARGS, "_mongoc_log(level, domain, message) (tests)"},
+    {"exception_classes", mod_exception_classes, METH_NOARGS, "the pymongo.errors classes in use"},
+    {NULL},
+};
+
+static int
+module_exec(PyObject *m)
+{
+    pthread_once(&process_once, process_init);
+    AmongoState *st = module_state(m);
+
+    PyObject *mod = PyImport_ImportModule("asyncio");
+    if (!mod)
+        return -1;
+    st->get_running_loop = PyObject_GetAttrString(mod, "get_running_loop");
+    Py_DECREF(mod);
+    if (!st->get_running_loop)
+        return -1;
+
+    mod = PyImport_ImportModule("bson");
+    if (!mod)
+        return -1;
+    /* PyMongo's C codec entry points, without the Python wrappers' argument checks. */
+    st->bson_to_dict = PyObject_GetAttrString(mod, "_bson_to_dict");
+    st->decode_all = PyObject_GetAttrString(mod, "_decode_all");
+    st->default_codec_options = PyObject_GetAttrString(mod, "DEFAULT_CODEC_OPTIONS");
+    Py_DECREF(mod);
+    if (!st->bson_to_dict || !st->decode_all || !st->default_codec_options)
+        return -1;
+
+    mod = PyImport_ImportModule("logging");
+    if (!mod)
+        return -1;
+    st->logger = PyObject_CallMethod(mod, "getLogger", "s", "asyncmongo");
+    Py_DECREF(mod);
+    if (!st->logger)
+        return -1;
+
+#define INTERN(field, text) \
+    if (!(st->field = PyUnicode_InternFromString(text))) \
+        return -1;
+    INTERN(str_create_future, "create_future");
+    INTERN(str_set_result, "set_result");
+    INTERN(str_set_exception, "set_exception");
+    INTERN(str_done, "done");
+    INTERN(str_add_reader, "add_reader");
+    INTERN(str_call_soon_threadsafe, "call_soon_threadsafe");
+    INTERN(str_drain, "drain");
+#undef INTERN
+
+    if (amongo_errors_init(st) < 0 || amongo_queue_init_type(m, st) < 0 ||
+        amongo_client_init_type(m, st) < 0)
+        return -1;
+
+#define CONST(name, value) \
+    if (PyModule_AddIntConstant(m, name, value) < 0) \
+        return -1;
+    CONST("OP_COMMAND", AMONGO_OP_COMMAND);
+    CONST("OP_READ", AMONGO_OP_READ);
+    CONST("OP_WRITE", AMONGO_OP_WRITE);
+    CONST("OP_READ_WRITE", AMONGO_OP_READ_WRITE);
+    CONST("OP_INSERT", AMONGO_OP_INSERT);
+    CONST("RES_DOC", AMONGO_RES_DOC);
+    CONST("RES_FIRST", AMONGO_RES_FIRST);
+    CONST("RES_CURSOR", AMONGO_RES_CURSOR);
+    CONST("RES_WRITE", AMONGO_RES_WRITE);
+    CONST("RES_BULK", AMONGO_RES_BULK);
+    CONST("RES_NONE", AMONGO_RES_NONE);
+    CONST("FLAG_PIN", AMONGO_FLAG_PIN);
+    CONST("FLAG_ORDERED", AMONGO_FLAG_ORDERED);
+    CONST("FLAG_BYPASS", AMONGO_FLAG_BYPASS);
+#undef CONST
+    if (PyModule_AddStringConstant(m, "MONGOC_VERSION", mongoc_get_version()) < 0 ||
+        PyModule_AddStringConstant(m, "BSON_VERSION", bson_get_version()) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+module_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    AmongoState *st = module_state(m);
+#define VISIT(name) Py_VISIT(st->name);
+    AMONGO_STATE_OBJECTS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int
+module_clear(PyObject *m)
+{
+    AmongoState *st = module_state(m);
+#define CLEAR(name) Py_CLEAR(st->name);
+    AMONGO_STATE_OBJECTS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void
+module_free(void *m)
+{
+    module_clear((PyObject *)m);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "asyncmongo._core",
+    .m_doc = "The C core of asyncmongo: jobs, native worker threads, completion queues, errors.",
+    .m_size = sizeof(AmongoState),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&module_def);
+}

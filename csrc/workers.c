@@ -1,0 +1,253 @@
+/* workers.c: the elastic pool of native worker threads.
+ * Pure C: no Python API is called in this file and no PyObject is touched (a job's PyObject fields
+ * are only carried along). A worker owns one mongoc_client_t for its life and runs one job at a time,
+ * so the number of workers bounds the operations in flight. Workers are created on demand up to
+ * max_workers and exit after AMONGO_IDLE_SECONDS without work. */
+#include "asyncmongo.h"
+
+#include <errno.h>
+#include <time.h>
+
+#define AMONGO_IDLE_SECONDS 10
+
+struct AmongoPool {
+    pthread_mutex_t mu;      /* protects every field below except mpool and max_workers */
+    pthread_cond_t work_cv;  /* a job was queued, or the pool is stopping */
+    pthread_cond_t exit_cv;  /* a worker exited */
+    AmongoJob *head, *tail;  /* run queue, FIFO */
+    int queued;
+    int workers;             /* threads that will still take jobs (spawn decisions) */
+    int alive;               /* threads that still hold a libmongoc client (shutdown waits on it) */
+    int waiting;             /* threads blocked in work_cv */
+    bool stopping;
+    AmongoJob *barrier;      /* finished by the last worker to exit after stop */
+    int max_workers;
+    mongoc_client_pool_t *mpool;
+};
+
+AmongoPool *
+amongo_pool_new(mongoc_client_pool_t *mpool, int max_workers)
+{
+    AmongoPool *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return NULL;
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->work_cv, NULL);
+    pthread_cond_init(&pool->exit_cv, NULL);
+    pool->max_workers = max_workers > 0 ? max_workers : 1;
+    pool->mpool = mpool;
+    return pool;
+}
+
+/* Only once amongo_pool_wait_stopped_nogil returned: no thread can touch the pool any more. */
+void
+amongo_pool_free(AmongoPool *pool)
+{
+    pthread_cond_destroy(&pool->exit_cv);
+    pthread_cond_destroy(&pool->work_cv);
+    pthread_mutex_destroy(&pool->mu);
+    free(pool);
+}
+
+static AmongoJob *
+pool_pop_locked(AmongoPool *pool)
+{
+    AmongoJob *job = pool->head;
+    if (job) {
+        pool->head = job->next;
+        if (!pool->head)
+            pool->tail = NULL;
+        job->next = NULL;
+        pool->queued--;
+    }
+    return job;
+}
+
+static void *
+worker_main_nogil(void *arg)
+{
+    AmongoPool *pool = arg;
+    /* Blocks only if the libmongoc pool is exhausted, which cannot happen: workers <= its size. */
+    mongoc_client_t *client = mongoc_client_pool_pop(pool->mpool);
+
+    for (;;) {
+        pthread_mutex_lock(&pool->mu);
+        AmongoJob *job = NULL;
+        while (!pool->stopping && !(job = pool_pop_locked(pool))) {
+            struct timespec deadline;
+            clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_sec += AMONGO_IDLE_SECONDS;
+            pool->waiting++;
+            int rc = pthread_cond_timedwait(&pool->work_cv, &pool->mu, &deadline);
+            pool->waiting--;
+            if (rc == ETIMEDOUT && !pool->head)
+                break;
+        }
+        if (!job) {
+            /* Leave the accepting set under the same lock hold that saw the queue empty, so a submit
+             * racing with this exit spawns a new worker instead of counting on this one. */
+            pool->workers--;
+            pthread_mutex_unlock(&pool->mu);
+            break;
+        }
+        pthread_mutex_unlock(&pool->mu);
+        amongo_job_run_nogil(job, client);
+        amongo_queue_push_nogil(job->queue, job);
+    }
+
+    /* Give the client back before saying we are gone: the pool is destroyed after the last exit. */
+    mongoc_client_pool_push(pool->mpool, client);
+    pthread_mutex_lock(&pool->mu);
+    pool->alive--;
+    AmongoJob *barrier = NULL;
+    if (pool->alive == 0 && pool->stopping) {
+        barrier = pool->barrier;
+        pool->barrier = NULL;
+    }
+    pthread_cond_broadcast(&pool->exit_cv);
+    pthread_mutex_unlock(&pool->mu);
+    atomic_fetch_sub(&amongo_counters.workers_live, 1);
+    /* The pool may be freed from here on; the barrier's queue outlives it (the job holds it). */
+    if (barrier)
+        amongo_queue_push_nogil(barrier->queue, barrier);
+    return NULL;
+}
+
+static int
+pool_spawn(AmongoPool *pool)
+{
+    pthread_attr_t attr;
+    pthread_t tid;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* libmongoc's deepest stacks (SCRAM, TLS) stay far below 256 KiB; 8 MiB per idle thread is waste. */
+    pthread_attr_setstacksize(&attr, 512 * 1024);
+    int rc = pthread_create(&tid, &attr, worker_main_nogil, pool);
+    pthread_attr_destroy(&attr);
+    if (rc == 0) {
+        atomic_fetch_add(&amongo_counters.workers_live, 1);
+        atomic_fetch_add(&amongo_counters.workers_started, 1);
+    }
+    return rc;
+}
+
+/* Called on the loop thread with the GIL held; the mutex is only ever held briefly by threads that
+ * never wait for the GIL, so holding the GIL here cannot deadlock. */
+int
+amongo_pool_submit(AmongoPool *pool, AmongoJob *job)
+{
+    pthread_mutex_lock(&pool->mu);
+    if (pool->stopping) {
+        pthread_mutex_unlock(&pool->mu);
+        return -1;
+    }
+    job->next = NULL;
+    if (pool->tail)
+        pool->tail->next = job;
+    else
+        pool->head = job;
+    pool->tail = job;
+    pool->queued++;
+    bool spawn = pool->queued > pool->waiting && pool->workers < pool->max_workers;
+    if (spawn) {
+        pool->workers++;
+        pool->alive++;
+    }
+    if (pool->waiting)
+        pthread_cond_signal(&pool->work_cv);
+    pthread_mutex_unlock(&pool->mu);
+
+    if (spawn && pool_spawn(pool) != 0) {
+        pthread_mutex_lock(&pool->mu);
+        pool->workers--;
+        pool->alive--;
+        if (pool->workers == 0) {
+            /* No thread will ever run it: take it back (it is still queued, nobody could pop it). */
+            AmongoJob **link = &pool->head, *prev = NULL;
+            while (*link && *link != job) {
+                prev = *link;
+                link = &(*link)->next;
+            }
+            if (*link) {
+                *link = job->next;
+                if (pool->tail == job)
+                    pool->tail = prev;
+                pool->queued--;
+                pthread_mutex_unlock(&pool->mu);
+                return -2;
+            }
+        }
+        pthread_mutex_unlock(&pool->mu);
+    }
+    return 0;
+}
+
+/* Remove the queued job whose future is `future`, if no worker has taken it yet. */
+AmongoJob *
+amongo_pool_take_queued(AmongoPool *pool, PyObject *future)
+{
+    pthread_mutex_lock(&pool->mu);
+    AmongoJob *prev = NULL, *job = pool->head;
+    while (job && job->future != future) {
+        prev = job;
+        job = job->next;
+    }
+    if (job) {
+        if (prev)
+            prev->next = job->next;
+        else
+            pool->head = job->next;
+        if (pool->tail == job)
+            pool->tail = prev;
+        job->next = NULL;
+        pool->queued--;
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return job;
+}
+
+/* Stop taking jobs; return the queued ones (a list through ->next) for the caller to fail. The
+ * barrier is finished by the last worker to exit; if none is alive, *barrier_queued is false and the
+ * caller finishes it itself. */
+AmongoJob *
+amongo_pool_stop(AmongoPool *pool, AmongoJob *barrier, bool *barrier_queued)
+{
+    pthread_mutex_lock(&pool->mu);
+    pool->stopping = true;
+    AmongoJob *queued = pool->head;
+    pool->head = pool->tail = NULL;
+    pool->queued = 0;
+    *barrier_queued = barrier && pool->alive > 0;
+    if (*barrier_queued)
+        pool->barrier = barrier;
+    pthread_cond_broadcast(&pool->work_cv);
+    pthread_mutex_unlock(&pool->mu);
+    return queued;
+}
+
+void
+amongo_pool_wait_stopped_nogil(AmongoPool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    while (pool->alive > 0)
+        pthread_cond_wait(&pool->exit_cv, &pool->mu);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+int
+amongo_pool_workers(AmongoPool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    int n = pool->workers;
+    pthread_mutex_unlock(&pool->mu);
+    return n;
+}
+
+int
+amongo_pool_queued(AmongoPool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    int n = pool->queued;
+    pthread_mutex_unlock(&pool->mu);
+    return n;
+}
