@@ -233,21 +233,48 @@ client_fail_queued(AmongoJob *job)
     }
 }
 
+typedef struct {
+    AmongoPool *pool;
+    mongoc_client_pool_t *mpool;
+} PoolRemains;
+
+/* Pure C: wait for the last worker, then let libmongoc end the server sessions and close the
+ * connections. That can take up to serverSelectionTimeoutMS when the server is gone, so it runs on
+ * a thread of its own and no caller waits for it. */
+static void *
+destroy_pool_nogil(void *arg)
+{
+    PoolRemains *r = arg;
+    amongo_pool_wait_stopped_nogil(r->pool);
+    mongoc_client_pool_destroy(r->mpool);
+    amongo_pool_free(r->pool);
+    free(r);
+    return NULL;
+}
+
 static void
 client_destroy_pool(AmongoClient *self)
 {
-    AmongoPool *pool = self->pool;
-    mongoc_client_pool_t *mpool = self->mpool;
+    PoolRemains *r = malloc(sizeof *r);
+    if (!self->pool || !r) {
+        free(r);
+        return; /* out of memory: leak the pool rather than block the loop */
+    }
+    r->pool = self->pool;
+    r->mpool = self->mpool;
     self->pool = NULL;
     self->mpool = NULL;
-    if (!pool)
-        return;
-    /* Cleared first, then released without the GIL: workers may still need it to finish. */
-    Py_BEGIN_ALLOW_THREADS
-    amongo_pool_wait_stopped_nogil(pool);
-    mongoc_client_pool_destroy(mpool);
-    Py_END_ALLOW_THREADS
-    amongo_pool_free(pool);
+    pthread_attr_t attr;
+    pthread_t tid;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&tid, &attr, destroy_pool_nogil, r);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        Py_BEGIN_ALLOW_THREADS
+        destroy_pool_nogil(r);
+        Py_END_ALLOW_THREADS
+    }
 }
 
 /* close() -> Future | None: stop taking jobs and fail the queued ones. The future resolves once
