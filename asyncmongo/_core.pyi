@@ -1,0 +1,54 @@
+# Types of asyncmongo._core, the C core (csrc/).
+import asyncio
+from typing import Any
+
+OP_COMMAND: int
+OP_READ: int
+OP_WRITE: int
+OP_READ_WRITE: int
+OP_INSERT: int
+RES_DOC: int
+RES_FIRST: int
+RES_CURSOR: int
+RES_WRITE: int
+RES_BULK: int
+RES_NONE: int
+FLAG_PIN: int
+FLAG_ORDERED: int
+FLAG_BYPASS: int
+MONGOC_VERSION: str
+BSON_VERSION: str
+
+class CompletionQueue:
+    mode: str
+    loop: asyncio.AbstractEventLoop | None
+    jobs: int
+    def drain(self) -> None: ...
+
+class Client:
+    closed: bool
+    def __init__(self, uri: str, max_workers: int = 100, wakeup: str = "eventfd", connect: bool = True) -> None: ...
+    def submit(
+        self,
+        op: int,
+        result_kind: int,
+        db: str,
+        coll: str | None,
+        cmd: bytes,
+        opts: bytes | None,
+        codec_options: Any,
+        flags: int = 0,
+        server_id: int = 0,
+    ) -> asyncio.Future[Any]: ...
+    def cancel(self, future: asyncio.Future[Any]) -> bool: ...
+    def close(self) -> asyncio.Future[None] | None: ...
+    def destroy(self) -> None: ...
+    def abandon(self) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+    def queue(self) -> CompletionQueue: ...
+
+def debug_counters() -> dict[str, int]: ...
+def flush_logs() -> None: ...
+def exception_classes() -> dict[str, type[BaseException]]: ...
+def _set_finalizing() -> None: ...
+def _mongoc_log(level: int, domain: str, message: str) -> None: ...

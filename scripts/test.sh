@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The test command: set up, then run the suite the ways users run it: the default (eventfd
+# wake-up, asyncio loop), the call_soon_threadsafe wake-up, uvloop, asyncio debug mode, and the C
+# core built with AddressSanitizer + UndefinedBehaviorSanitizer. Arguments go to every pytest run.
+# ASYNCMONGO_TEST_MODES limits the runs, e.g. ASYNCMONGO_TEST_MODES="default sanitize".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+bash scripts/setup.sh || exit 1
+
+modes=${ASYNCMONGO_TEST_MODES:-"default threadsafe uvloop debug sanitize"}
+failed=()
+so=$("$PY" -c "import asyncmongo._core as c; print(c.__file__)")
+
+run() {
+  local name=$1; shift
+  echo
+  echo "### tests: $name"
+  if ! "$@"; then failed+=("$name"); fi
+}
+
+for mode in $modes; do
+  case $mode in
+    default)    run default "$PY" -m pytest -q "$@" ;;
+    threadsafe) run threadsafe env ASYNCMONGO_WAKEUP=threadsafe "$PY" -m pytest -q "$@" ;;
+    uvloop)     run uvloop "$PY" -m pytest -q --loop=uvloop "$@" ;;
+    debug)      run debug env PYTHONASYNCIODEBUG=1 "$PY" -m pytest -q "$@" ;;
+    sanitize)
+      # Sanitizer build in place; the normal build is restored afterwards whatever happens.
+      cp "$so" "$so.normal"
+      ASYNCMONGO_SANITIZE=1 "$PY" setup.py -q build_ext --inplace --force >/dev/null 2>&1 \
+        || { failed+=("sanitize-build"); mv "$so.normal" "$so"; continue; }
+      run sanitize env LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+        ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        "$PY" -m pytest -q "$@"
+      mv "$so.normal" "$so"
+      ;;
+    *) echo "unknown mode $mode" >&2; failed+=("$mode") ;;
+  esac
+done
+
+echo
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED modes: ${failed[*]}"
+  exit 1
+fi
+echo "all test modes passed: $modes"
