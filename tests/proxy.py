@@ -205,7 +205,8 @@ async def _child_main(args: argparse.Namespace) -> None:
                 break
     finally:
         server.close()
-        proxy.drop_all()
+        for conn in list(proxy.connections):
+            conn.close()
         # Exit now: waiting for the pumps of still-open client connections to wind down would make
         # every test that stops a proxy under a live client pay for it.
         sys.stdout.flush()
@@ -285,6 +286,8 @@ class DelayProxy:
             stdout=subprocess.PIPE,
             stderr=self._stderr_file,
             bufsize=0,
+            # Its own session keeps a terminal Ctrl-C from killing it mid-test;
+            # it cannot be orphaned anyway, as it exits on stdin EOF.
             start_new_session=True,
         )
         try:

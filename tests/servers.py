@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from urllib.parse import unquote
 
 __all__ = [
@@ -38,10 +37,10 @@ _STOP_GRACE = 5.0
 _BIND_RETRY_WINDOW = 5.0
 _LOG_TAIL_BYTES = 4000
 
-# Servers still running at interpreter exit are stopped so an aborted test
-# run does not leave daemons behind (they run in their own session and so
-# never see the terminal's Ctrl-C).
-_live: "weakref.WeakSet[ServerProcess]" = weakref.WeakSet()
+# Servers not stopped by interpreter exit are stopped then, so an aborted test
+# run leaves no daemons or temp dirs behind. Strong refs: a server dropped
+# without stop() must still be found here.
+_live: "set[ServerProcess]" = set()
 
 
 @atexit.register
@@ -71,7 +70,18 @@ def _free_port(host: str) -> int:
 
 class ServerProcess:
     """A SecantusDB server in a child process, with on-disk storage so that
-    ``kill()`` + ``restart()`` simulates a crash and recovery."""
+    ``kill()`` + ``restart()`` simulates a crash and recovery.
+
+    Like mongod, SecantusDB acknowledges a default (j:false) write before its
+    journal record reaches the OS, so a write acked in the last few tens of
+    milliseconds before ``kill()`` can be lost. Tests that need a write to
+    survive a crash must use ``j=True`` (or pass ``--sync-on-commit`` in
+    ``extra_args``, at a large throughput cost).
+
+    A graceful ``stop()`` usually takes about 2 s (the server's shutdown waits
+    that long on its accept thread) and can wedge while clients are
+    reconnecting; the SIGKILL fallback bounds it at 5 s.
+    """
 
     external = False
 
@@ -154,18 +164,25 @@ class ServerProcess:
                 self._started_once = True
                 _live.add(self)
                 return self
-            bind_failed = "Address already in use" in self._log_since_launch()
-            self._reap()
-            if bind_failed and time.monotonic() < min(bind_deadline, deadline):
+            output = self._log_since_launch()
+            self.kill()  # it may still be alive but unresponsive
+            if "Address already in use" in output and time.monotonic() < min(
+                bind_deadline, deadline
+            ):
                 if not self._port_was_given and not self._started_once:
                     # Lost the race for a port we picked ourselves: pick another.
                     self._port = _free_port(self._host)
                 time.sleep(0.1)
                 continue
-            raise RuntimeError(
+            message = (
                 f"SecantusDB failed to start on {self._host}:{self._port}: {failure}\n"
-                f"--- server log tail ({self._log_path}) ---\n{self._log_since_launch()}"
+                f"--- server log tail ({self._log_path}) ---\n{output}"
             )
+            if not self._started_once:
+                # Nothing worth keeping yet and the caller holds no handle
+                # to clean up with; the log tail is in the message.
+                self.stop()
+            raise RuntimeError(message)
 
     def stop(self) -> None:
         """Graceful shutdown (SIGTERM, SIGKILL after 5 s); removes a temporary
@@ -259,9 +276,9 @@ class ServerProcess:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=self._workdir,
-            # Own session: a terminal Ctrl-C must not kill the server before the
-            # tests' own teardown gets to stop it in order.
-            start_new_session=True,
+            # Deliberately left in the caller's process group: when the test
+            # run is killed (Ctrl-C, `timeout`, CI cancellation) atexit may
+            # never run, and the group-wide signal is what stops the server.
         )
 
     def _log_since_launch(self) -> str:

@@ -13,6 +13,7 @@ import time
 
 import pymongo
 import pytest
+from pymongo import WriteConcern
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 
 from tests import servers
@@ -35,8 +36,15 @@ def _timed_ping(client: pymongo.MongoClient) -> float:
 
 @pytest.fixture(scope="module")
 def server():
-    with ServerProcess() as srv:
+    # Through server_from_env so the proxy tests also run against an external
+    # MONGODB_URI server.
+    srv = server_from_env()
+    try:
+        if "MONGODB_URI" not in os.environ:
+            assert isinstance(srv, ServerProcess) and srv.running
         yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture
@@ -50,17 +58,21 @@ def proxy(server):
 
 def test_kill_and_restart_keep_data():
     srv = ServerProcess().start()
-    client = _client(srv.uri, serverSelectionTimeoutMS=1000)
+    client = _client(srv.uri)
     try:
-        port, first_pid = srv.port, srv.pid
+        port, first_pid, storage = srv.port, srv.pid, srv.storage_path
         assert srv.running and srv.uri == f"mongodb://127.0.0.1:{port}"
-        client.support.docs.insert_one({"_id": 1, "name": "survivor"})
+        # j=True: an unjournaled ack can still be in WiredTiger's log buffer
+        # when the SIGKILL lands (mongod behaves the same way).
+        docs = client.support.get_collection("docs", write_concern=WriteConcern(j=True))
+        docs.insert_one({"_id": 1, "name": "survivor"})
         assert client.support.docs.find_one({"_id": 1})["name"] == "survivor"
 
         srv.kill()
         assert not srv.running
-        with pytest.raises(ConnectionFailure):
-            client.support.docs.find_one({"_id": 1})
+        with _client(srv.uri, serverSelectionTimeoutMS=300) as probe:
+            with pytest.raises(ServerSelectionTimeoutError):
+                probe.support.docs.find_one({"_id": 1})
 
         srv.restart()
         assert srv.running and srv.port == port and srv.pid != first_pid
@@ -73,8 +85,7 @@ def test_kill_and_restart_keep_data():
     finally:
         client.close()
         srv.stop()
-    storage = srv.log_path
-    assert not srv.running and storage is None
+    assert not srv.running and not os.path.exists(storage)
     srv.stop()  # idempotent
 
 
@@ -98,17 +109,6 @@ def test_server_from_env_uses_external_uri(monkeypatch):
     assert (srv.host, srv.port) == ("db.example", 27018)
     assert srv.uri == os.environ["MONGODB_URI"]
     srv.stop()
-
-
-def test_server_from_env_starts_secantus(monkeypatch):
-    monkeypatch.delenv("MONGODB_URI", raising=False)
-    srv = server_from_env()
-    try:
-        assert isinstance(srv, ServerProcess) and srv.running
-        with _client(srv.uri) as client:
-            assert client.admin.command("ping")["ok"] == 1
-    finally:
-        srv.stop()
 
 
 # -- DelayProxy --------------------------------------------------------------
@@ -146,6 +146,8 @@ def test_proxy_delays_connections_independently(proxy):
             t.join()
         total = time.monotonic() - start
     finally:
+        # close() sends endSessions; with the delay on, 8 closes cost 2.4 s.
+        proxy.set_delay(0)
         for c in clients:
             c.close()
     assert len(durations) == n and min(durations) >= DELAY
@@ -159,8 +161,11 @@ def test_proxy_delays_chunks_without_cutting_throughput():
     def echo() -> None:
         conn, _ = listener.accept()
         with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
+            try:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+            except ConnectionResetError:
+                pass  # the client side may end with a reset; the echo job is done
 
     threading.Thread(target=echo, daemon=True).start()
     messages = [f"msg{i};".encode() for i in range(5)]
