@@ -138,7 +138,8 @@ class ClientOptions:
                 self.srv_uri = entity
                 continue
             if "://" in entity:
-                res = uri_parser.parse_uri(entity, port, validate=True, warn=False, normalize=False)
+                # warn=True: like PyMongo, an unknown or invalid URI option is warned about and ignored.
+                res = uri_parser.parse_uri(entity, port, validate=True, warn=True, normalize=False)
                 nodes.extend(res["nodelist"])
                 self.username = res["username"] or self.username
                 self.password = res["password"] or self.password
@@ -186,6 +187,8 @@ class ClientOptions:
             )
         self.options = options
         pool = options.get("maxpoolsize", DEFAULT_MAX_POOL_SIZE)
+        if pool and options.get("minpoolsize", 0) > pool:
+            raise ValueError("minPoolSize must be smaller or equal to maxPoolSize")
         self.max_pool_size = pool
         self.max_workers = pool if pool else UNLIMITED_POOL_SIZE
         self.nodes = nodes

@@ -15,7 +15,8 @@ from bson.codec_options import CodecOptions
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
-from pymongo import common
+from pymongo import common, helpers_shared
+from pymongo.collation import validate_collation_or_none
 from pymongo.errors import DocumentTooLarge, InvalidName, InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.results import InsertManyResult, InsertOneResult
@@ -24,6 +25,9 @@ from pymongo.write_concern import WriteConcern
 from asyncmongo import _core
 from asyncmongo._execute import execute, refuse_session
 from asyncmongo._options import MAX_BSON_SIZE
+
+# Room PyMongo allows a command beyond the largest document it carries.
+_COMMAND_OVERHEAD = 16382
 
 if TYPE_CHECKING:
     from asyncmongo.database import AsyncDatabase
@@ -56,20 +60,11 @@ def _too_large(size: int) -> DocumentTooLarge:
     )
 
 
-def _projection(projection: Any) -> Mapping[str, Any] | None:
-    if projection is None or isinstance(projection, AbcMapping):
-        return projection
-    if isinstance(projection, str) or not isinstance(projection, Iterable):
-        raise TypeError("projection must be an instance of dict, list or tuple")
-    return {field: 1 for field in projection}
-
-
-def _sort(sort: Any) -> SON:
-    if isinstance(sort, AbcMapping):
-        return SON(sort)
-    if isinstance(sort, str):
-        return SON([(sort, 1)])
-    return SON(list(sort))
+def check_command_size(cmd: bytes) -> bytes:
+    """Refuse a command the server could not take, before sending it (PyMongo's allowance)."""
+    if len(cmd) > MAX_BSON_SIZE + _COMMAND_OVERHEAD:
+        raise _too_large(len(cmd))
+    return cmd
 
 
 class AsyncCollection:
@@ -247,18 +242,17 @@ class AsyncCollection:
         comment: Any = None,
     ) -> InsertManyResult:
         refuse_session(session)
-        if isinstance(documents, AbcMapping) or not isinstance(documents, Iterable) or isinstance(
-            documents, (str, bytes)
-        ):
+        if isinstance(documents, AbcMapping) or not isinstance(documents, Iterable) or not documents:
             raise TypeError("documents must be a non-empty list")
+        common.validate_boolean("ordered", ordered)
         ids: list[Any] = []
         chunks: list[bytes] = []
         for document in documents:
             chunks.append(self._encode_document(document))
             ids.append(document.get("_id"))
-        if not chunks:
-            raise TypeError("documents must be a non-empty list")
-        opts: dict[str, Any] = {"ordered": bool(ordered)}
+        if not chunks:  # an iterator that turned out empty, as PyMongo's bulk says
+            raise InvalidOperation("No operations to execute")
+        opts: dict[str, Any] = {"ordered": ordered}
         if self._write_opts is not None:
             opts["writeConcern"] = self._write_concern.document
         if comment is not None:
@@ -305,31 +299,37 @@ class AsyncCollection:
         elif not isinstance(filter, AbcMapping):
             filter = {"_id": filter}
         cmd: dict[str, Any] = {"find": self._name, "filter": filter, "limit": 1, "singleBatch": True}
+        # The same checks, with the same exception types, as PyMongo's cursor.
         if projection is not None:
-            cmd["projection"] = _projection(projection)
+            cmd["projection"] = helpers_shared._fields_list_to_dict(projection, "projection")
+        if not isinstance(skip, int) or isinstance(skip, bool):
+            raise TypeError(f"skip must be an instance of int, not {type(skip)}")
+        if skip < 0:
+            raise ValueError("skip must be >= 0")
         if skip:
-            if not isinstance(skip, int) or skip < 0:
-                raise ValueError("skip must be a non-negative int")
             cmd["skip"] = skip
-        if sort is not None:
-            cmd["sort"] = _sort(sort)
+        if sort:
+            cmd["sort"] = helpers_shared._index_document(sort)
         if max_time_ms is not None:
-            if not isinstance(max_time_ms, int):
+            if not isinstance(max_time_ms, int) or isinstance(max_time_ms, bool):
                 raise TypeError("max_time_ms must be an integer or None")
             cmd["maxTimeMS"] = max_time_ms
         if hint is not None:
-            cmd["hint"] = hint if isinstance(hint, (str, AbcMapping)) else _sort(hint)
+            cmd["hint"] = hint if isinstance(hint, str) else helpers_shared._index_document(
+                helpers_shared._index_list(hint))
+        collation = validate_collation_or_none(collation)
         if collation is not None:
-            cmd["collation"] = collation if isinstance(collation, AbcMapping) else collation.document
+            cmd["collation"] = collation
         if comment is not None:
             cmd["comment"] = comment
         if let is not None:
+            common.validate_is_document_type("let", let)
             cmd["let"] = let
         if allow_disk_use is not None:
-            cmd["allowDiskUse"] = allow_disk_use
+            cmd["allowDiskUse"] = common.validate_boolean("allow_disk_use", allow_disk_use)
         if self._read_concern_doc:
             cmd["readConcern"] = self._read_concern_doc
-        return _encode(cmd, False, self._codec_options)
+        return check_command_size(_encode(cmd, False, self._codec_options))
 
     # ---- collection-level ------------------------------------------------------------------
 

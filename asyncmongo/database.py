@@ -13,7 +13,7 @@ from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
 from asyncmongo._execute import execute, refuse_session
-from asyncmongo.collection import AsyncCollection
+from asyncmongo.collection import AsyncCollection, check_command_size
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
@@ -124,7 +124,7 @@ class AsyncDatabase:
             )
         if not isinstance(codec_options, CodecOptions):
             raise TypeError("codec_options must be an instance of CodecOptions")
-        cmd = bson.encode(command, False, self._codec_options)
+        cmd = check_command_size(bson.encode(command, False, self._codec_options))
         core = self._client._core
         try:
             return await execute(

@@ -37,10 +37,21 @@ def _uri_with_option(uri: str, key: str, value: object) -> str:
     return f"{uri}{'' if '/' in rest else '/'}?{key}={value}"
 
 
+def bench_uri(uri: str) -> str:
+    """The URI every driver and the seeding client actually use.
+
+    retryWrites=false: SecantusDB keeps every retryable-write reply and re-scans
+    (past 10,000 of them, re-sorts) that table on each write, so with retryable
+    writes on, insert throughput collapses ~10x partway through a run and later
+    drivers would be penalised. Applied to all drivers alike; a URI that already
+    says retryWrites keeps its own setting.
+    """
+    return _uri_with_option(uri, "retryWrites", "false")
+
+
 class Adapter:
     """One connected client plus the two operations under test."""
 
-    name: str
     find_one: Callable[[Any], Awaitable[Any]]
     insert_one: Callable[[dict], Awaitable[Any]]
 
@@ -156,4 +167,5 @@ def expand(names: str | None) -> list[str]:
                 raise SystemExit(f"unknown driver {m!r}; choose from {', '.join(DRIVERS)} or asyncmongo")
             if m not in out:
                 out.append(m)
-    return out
+    # Canonical order, so tables from different invocations line up column for column.
+    return sorted(out, key=DRIVERS.index)

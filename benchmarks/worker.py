@@ -143,7 +143,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe", action="store_true", help="only report whether the driver imports")
     p.add_argument("--op", choices=OPS, default="find_one")
     p.add_argument("--concurrency", type=int, default=1)
-    p.add_argument("--ops", type=int, default=2000, help="timed operations (all tasks together)")
+    p.add_argument("--ops", type=int, default=2000,
+                   help="timed operations, all tasks together (raised to --concurrency)")
     p.add_argument("--warmup", type=int, default=None,
                    help="warm-up operations (default: max(ops/10, concurrency))")
     p.add_argument("--uri", default=os.environ.get("MONGODB_URI"))
@@ -152,6 +153,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed-docs", type=int, default=1000)
     p.add_argument("--collection", default=None)
     args = p.parse_args(argv)
+    # Every task runs at least one op, so "concurrency C" really means C requests in flight.
+    args.ops = max(args.ops, args.concurrency)
     if args.warmup is None:
         args.warmup = max(args.ops // 10, args.concurrency)
     if not args.probe and not args.uri:
@@ -178,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out), flush=True)
         return 2
 
+    args.uri = drivers.bench_uri(args.uri)
     collection = args.collection or f"{args.op}_{args.driver}".replace("-", "_")
     try:
         prepare(args.uri, args.op, collection, args.seed_docs)

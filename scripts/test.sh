@@ -9,6 +9,8 @@ PY=${PYTHON:-python3}
 bash scripts/setup.sh || exit 1
 
 modes=${ASYNCMONGO_TEST_MODES:-"default threadsafe uvloop debug sanitize"}
+# The benchmark smoke test runs once, in the default mode; the other modes run tests/ only.
+if [ $# -gt 0 ]; then only_tests=("$@"); else only_tests=(tests); fi
 failed=()
 so=$("$PY" -c "import asyncmongo._core as c; print(c.__file__)")
 
@@ -22,9 +24,9 @@ run() {
 for mode in $modes; do
   case $mode in
     default)    run default "$PY" -m pytest -q "$@" ;;
-    threadsafe) run threadsafe env ASYNCMONGO_WAKEUP=threadsafe "$PY" -m pytest -q "$@" ;;
-    uvloop)     run uvloop "$PY" -m pytest -q --loop=uvloop "$@" ;;
-    debug)      run debug env PYTHONASYNCIODEBUG=1 "$PY" -m pytest -q "$@" ;;
+    threadsafe) run threadsafe env ASYNCMONGO_WAKEUP=threadsafe "$PY" -m pytest -q "${only_tests[@]}" ;;
+    uvloop)     run uvloop "$PY" -m pytest -q --loop=uvloop "${only_tests[@]}" ;;
+    debug)      run debug env PYTHONASYNCIODEBUG=1 "$PY" -m pytest -q "${only_tests[@]}" ;;
     sanitize)
       # Sanitizer build in place; the normal build is restored afterwards whatever happens.
       cp "$so" "$so.normal"
@@ -33,7 +35,7 @@ for mode in $modes; do
       run sanitize env LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-        "$PY" -m pytest -q "$@"
+        "$PY" -m pytest -q "${only_tests[@]}"
       mv "$so.normal" "$so"
       ;;
     *) echo "unknown mode $mode" >&2; failed+=("$mode") ;;
