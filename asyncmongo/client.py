@@ -61,6 +61,7 @@ class AsyncMongoClient:
         )
         _LIVE_CORES.add(self._core)
         self._closed = False
+        self._close_barrier: asyncio.Future[None] | None = None
 
     # ---- options ---------------------------------------------------------------------------
 
@@ -141,15 +142,26 @@ class AsyncMongoClient:
 
     async def close(self) -> None:
         """Stop taking operations; fail the queued ones with InvalidOperation; let the running ones
-        finish; release the connections and threads. Safe to call more than once."""
+        finish; release the connections and threads. Safe to call more than once, and a cancelled
+        close still finishes closing in the background."""
         core = self._core
-        if core is None or self._closed:
+        if core is None:
             return
-        self._closed = True
-        barrier = core.close()
-        if barrier is not None:
-            # Shielded: a cancelled close still finishes closing in the background.
+        if not self._closed:
+            self._closed = True
+            barrier = core.close()
+            if barrier is None:  # nothing running: closed already
+                self._finish_close()
+                return
+            self._close_barrier = barrier
+            # Released when the last worker has gone, whether or not anybody still awaits close().
+            barrier.add_done_callback(self._finish_close)
+        barrier = self._close_barrier
+        if barrier is not None and not barrier.done() and barrier.get_loop() is asyncio.get_running_loop():
             await asyncio.shield(barrier)
+
+    def _finish_close(self, _barrier: Any = None) -> None:
+        core = self._core
         core.destroy()
         _LIVE_CORES.discard(core)
 

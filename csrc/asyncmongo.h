@@ -59,6 +59,7 @@ typedef struct AmongoJob {
     int result_kind;
     unsigned flags;
     uint32_t server_id;     /* run on this server (getMore, killCursors), 0 for any */
+    int32_t socket_timeout_ms; /* the client's, to tell a timeout from a reset (same libmongoc text) */
 
     /* inputs: borrowed from the Python objects below, which the job keeps alive */
     const char *db;
@@ -85,6 +86,7 @@ typedef struct AmongoJob {
     size_t batch_len;
     int64_t cursor_id;
     uint32_t out_server_id;
+    int64_t elapsed_us;     /* time the worker spent in libmongoc */
 } AmongoJob;
 
 /* Module state: everything the module holds, listed once in AMONGO_STATE_OBJECTS so that traverse

@@ -17,6 +17,7 @@ typedef struct {
     int wake_mode;
     int state;
     int max_workers;
+    int32_t socket_timeout_ms;
     long fork_generation;
     PyObject *weakreflist;
 } AmongoClient;
@@ -83,6 +84,8 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(st->exc_InvalidURI, error.message);
         return NULL;
     }
+    int32_t socket_timeout_ms =
+        mongoc_uri_get_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, MONGOC_DEFAULT_SOCKETTIMEOUTMS);
     /* Opened into locals and assigned to the object only on success (CPython's _sqlite habit). */
     mongoc_client_pool_t *mpool = mongoc_client_pool_new_with_error(uri, &error);
     mongoc_uri_destroy(uri);
@@ -109,6 +112,7 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->wake_mode = wake_mode;
     self->state = CLIENT_OPEN;
     self->max_workers = max_workers;
+    self->socket_timeout_ms = socket_timeout_ms;
     self->fork_generation = atomic_load(&amongo_fork_generation);
     if (connect) {
         /* The first pop starts libmongoc's topology monitor: discovery begins now, in the
@@ -170,6 +174,7 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
     job->result_kind = (int)result_kind;
     job->flags = (unsigned)flags;
     job->server_id = (uint32_t)server_id;
+    job->socket_timeout_ms = self->socket_timeout_ms;
     job->db = db_utf8;
     job->coll = coll_utf8;
     job->cmd = (const uint8_t *)PyBytes_AS_STRING(cmd);

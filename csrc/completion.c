@@ -210,11 +210,24 @@ queue_unwatch(AmongoQueue *q)
     PyErr_Clear();
     if (is_closed)
         return; /* a closed selector dropped its readers already */
+    /* A loop may only be touched from its own thread (uvloop is not thread-safe): ask another
+     * thread's loop to do it. The fd stays open meanwhile: the reader's handle keeps us alive. */
+    PyObject *running = PyObject_CallMethod(PyImport_AddModule("asyncio"), "_get_running_loop", NULL);
+    bool own_loop = running == q->loop;
+    Py_XDECREF(running);
+    PyErr_Clear();
     PyObject *fd = PyLong_FromLong(q->efd);
-    PyObject *r = fd ? PyObject_CallMethod(q->loop, "remove_reader", "O", fd) : NULL;
+    PyObject *r = NULL;
+    if (fd && own_loop) {
+        r = PyObject_CallMethod(q->loop, "remove_reader", "O", fd);
+    } else if (fd) {
+        PyObject *remove = PyObject_GetAttrString(q->loop, "remove_reader");
+        r = remove ? PyObject_CallMethod(q->loop, "call_soon_threadsafe", "OO", remove, fd) : NULL;
+        Py_XDECREF(remove);
+    }
     Py_XDECREF(fd);
     if (!r)
-        PyErr_Clear(); /* removing from another thread's loop may fail; the fd stays open anyway */
+        PyErr_Clear(); /* the loop closed meanwhile: its selector dropped the reader anyway */
     Py_XDECREF(r);
 }
 

@@ -67,9 +67,10 @@ class_for_server_code(AmongoState *st, int64_t code, uint32_t domain)
 }
 
 /* The table: the exception class for (domain, code, message), and whether it takes PyMongo's
- * OperationFailure arguments (message, code, details) rather than a message alone. */
+ * OperationFailure arguments (message, code, details) rather than a message alone. `timed_out`
+ * says the job waited out socketTimeoutMS: libmongoc 1.23 words a timeout and a reset alike. */
 static PyObject *
-class_for_error(AmongoState *st, const bson_error_t *e, bool *server_style)
+class_for_error(AmongoState *st, const bson_error_t *e, bool timed_out, bool *server_style)
 {
     *server_style = false;
     switch (e->domain) {
@@ -78,7 +79,8 @@ class_for_error(AmongoState *st, const bson_error_t *e, bool *server_style)
     case MONGOC_ERROR_SERVER_SELECTION:
         return st->exc_ServerSelectionTimeoutError;
     case MONGOC_ERROR_STREAM:
-        if (e->code == MONGOC_ERROR_STREAM_SOCKET && strstr(e->message, "timed out"))
+        if (e->code == MONGOC_ERROR_STREAM_SOCKET &&
+            (timed_out || strstr(e->message, "timed out")))
             return st->exc_NetworkTimeout;
         return st->exc_AutoReconnect;
     case MONGOC_ERROR_PROTOCOL:
@@ -137,7 +139,10 @@ PyObject *
 amongo_error_from_job(AmongoState *st, const AmongoJob *job)
 {
     bool server_style;
-    PyObject *cls = class_for_error(st, &job->error, &server_style);
+    /* poll() rounds its wait down to whole milliseconds: allow a little under the full timeout. */
+    bool timed_out = job->socket_timeout_ms > 0 &&
+                     job->elapsed_us >= (int64_t)job->socket_timeout_ms * 900;
+    PyObject *cls = class_for_error(st, &job->error, timed_out, &server_style);
     PyObject *details = NULL;
     if (server_style && job->has_reply && !bson_empty(&job->reply)) {
         PyObject *view = PyMemoryView_FromMemory((char *)bson_get_data(&job->reply),
@@ -165,7 +170,7 @@ void
 amongo_set_error(AmongoState *st, const bson_error_t *error)
 {
     bool server_style;
-    PyObject *cls = class_for_error(st, error, &server_style);
+    PyObject *cls = class_for_error(st, error, false, &server_style);
     PyObject *exc = make_exception(cls, error->message, server_style, error->code, NULL);
     if (exc) {
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);

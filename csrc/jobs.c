@@ -223,6 +223,7 @@ job_run_insert_nogil(AmongoJob *job, mongoc_client_t *client)
 void
 amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
 {
+    int64_t start = bson_get_monotonic_time();
     switch (job->op) {
     case AMONGO_OP_INSERT:
         job_run_insert_nogil(job, client);
@@ -234,6 +235,7 @@ amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
         job_run_command_nogil(job, client);
         break;
     }
+    job->elapsed_us = bson_get_monotonic_time() - start;
 }
 
 /* ---- loop side (GIL held) ---------------------------------------------------------------- */
