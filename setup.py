@@ -55,7 +55,7 @@ def flags():
     )
 
 
-SOURCES = ["module.c", "client.c", "completion.c", "jobs.c", "workers.c", "errors.c", "log.c"]
+SOURCES = ["module.c", "client.c", "completion.c", "jobs.c", "workers.c", "errors.c", "log.c", "apm.c"]
 
 setup(
     ext_modules=[

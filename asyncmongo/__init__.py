@@ -3,7 +3,9 @@
 import logging
 
 from asyncmongo.client import AsyncMongoClient
+from asyncmongo._find_cursor import AsyncCursor
 from asyncmongo.collection import AsyncCollection
+from asyncmongo.cursor import AsyncCommandCursor
 from asyncmongo.database import AsyncDatabase
 
 # A library's logger stays silent unless the application configures logging (libmongoc's warnings
@@ -13,4 +15,12 @@ logging.getLogger("asyncmongo").addHandler(logging.NullHandler())
 __version__ = "0.1.0"
 version = __version__
 
-__all__ = ["AsyncMongoClient", "AsyncDatabase", "AsyncCollection", "__version__", "version"]
+__all__ = [
+    "AsyncMongoClient",
+    "AsyncDatabase",
+    "AsyncCollection",
+    "AsyncCursor",
+    "AsyncCommandCursor",
+    "__version__",
+    "version",
+]

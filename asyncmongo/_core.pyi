@@ -7,6 +7,7 @@ OP_READ: int
 OP_WRITE: int
 OP_READ_WRITE: int
 OP_INSERT: int
+OP_BULK: int
 RES_DOC: int
 RES_FIRST: int
 RES_CURSOR: int
@@ -16,6 +17,7 @@ RES_NONE: int
 FLAG_PIN: int
 FLAG_ORDERED: int
 FLAG_BYPASS: int
+FLAG_QUIET: int
 MONGOC_VERSION: str
 BSON_VERSION: str
 
@@ -27,7 +29,14 @@ class CompletionQueue:
 
 class Client:
     closed: bool
-    def __init__(self, uri: str, max_workers: int = 100, wakeup: str = "eventfd", connect: bool = True) -> None: ...
+    def __init__(
+        self,
+        uri: str,
+        max_workers: int = 100,
+        wakeup: str = "eventfd",
+        connect: bool = True,
+        apm_sink: Any = None,
+    ) -> None: ...
     def submit(
         self,
         op: int,

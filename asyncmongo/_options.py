@@ -18,6 +18,8 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference, make_read_preference, read_pref_mode_from_name
 from pymongo.write_concern import WriteConcern
 
+from asyncmongo.monitoring import command_listeners
+
 DEFAULT_MAX_POOL_SIZE = 100
 # PyMongo's maxPoolSize=0 means "no limit"; threads are not free, so "no limit" is this many workers.
 UNLIMITED_POOL_SIZE = 1024
@@ -179,6 +181,10 @@ class ClientOptions:
         for key in ("username", "password"):
             if key in options:
                 setattr(self, key, options.pop(key))
+        # Validated above by PyMongo's rules (a list or tuple of listeners); command listeners are
+        # served by the core's APM hook, any other kind is refused in command_listeners().
+        self.command_listeners = command_listeners(options.pop("event_listeners", None))
+        self.event_listeners = list(self.command_listeners)
         unsupported = sorted(k for k in options if k not in _URI_OPTIONS)
         if unsupported:
             raise ConfigurationError(

@@ -12,14 +12,18 @@ import warnings
 import weakref
 from typing import Any, Mapping
 
+import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from pymongo.errors import ConfigurationError, InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
+from asyncmongo._execute import execute, refuse_session
 from asyncmongo._options import ClientOptions
-from asyncmongo.database import AsyncDatabase
+from asyncmongo.cursor import AsyncCommandCursor
+from asyncmongo.database import AsyncDatabase, _primary_read
+from asyncmongo.monitoring import _CommandPublisher
 
 # Native cores still open, for the interpreter-exit hook.
 _LIVE_CORES: "weakref.WeakSet[_core.Client]" = weakref.WeakSet()
@@ -56,8 +60,12 @@ class AsyncMongoClient:
         self._read_preference = opts.read_preference
         self._write_concern: WriteConcern = opts.write_concern
         self._read_concern: ReadConcern = opts.read_concern
+        # Command listeners: the core installs libmongoc's APM callbacks and hands each job's
+        # events to the publisher on the loop thread, before the job's future resolves.
+        sink = _CommandPublisher(opts.command_listeners) if opts.command_listeners else None
         self._core = _core.Client(
-            opts.mongoc_uri, max_workers=opts.max_workers, wakeup=opts.wakeup, connect=opts.connect
+            opts.mongoc_uri, max_workers=opts.max_workers, wakeup=opts.wakeup, connect=opts.connect,
+            apm_sink=sink,
         )
         _LIVE_CORES.add(self._core)
         self._closed = False
@@ -116,23 +124,70 @@ class AsyncMongoClient:
         if name is None:
             name = self._opts.database
             if name is None:
-                raise ConfigurationError("No default database name defined or provided.")
+                raise ConfigurationError("No default database defined")
         return AsyncDatabase(self, name, codec_options, read_preference, write_concern, read_concern)
 
-    def get_default_database(self, default: str | None = None, **kwargs: Any) -> AsyncDatabase:
+    def get_default_database(
+        self,
+        default: str | None = None,
+        codec_options: CodecOptions | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> AsyncDatabase:
+        """The database named in the URI, else ``default``."""
         name = self._opts.database or default
         if name is None:
             raise ConfigurationError("No default database name defined or provided.")
-        return AsyncDatabase(self, name, **kwargs)
+        return AsyncDatabase(self, name, codec_options, read_preference, write_concern, read_concern)
 
     async def server_info(self, session: Any = None) -> dict[str, Any]:
         """The server's ``buildInfo``."""
         return await self.admin.command("buildinfo", session=session)
 
+    async def list_databases(
+        self, session: Any = None, comment: Any = None, **kwargs: Any
+    ) -> AsyncCommandCursor:
+        """A command cursor over the ``databases`` of the listDatabases reply (the server sends
+        them in one reply: the cursor is already exhausted on the server, as PyMongo's)."""
+        refuse_session(session)
+        cmd: dict[str, Any] = {"listDatabases": 1}
+        cmd.update(kwargs)
+        if comment is not None:
+            cmd["comment"] = comment
+        op, opts = _primary_read(self)
+        core = self._core
+        reply = await execute(
+            core,
+            core.submit(op, _core.RES_DOC, "admin", None, bson.encode(cmd), opts,
+                        DEFAULT_CODEC_OPTIONS),
+        )
+        return AsyncCommandCursor(
+            self, "admin", (0, "admin.$cmd", reply["databases"], 0), DEFAULT_CODEC_OPTIONS,
+            comment=comment,
+        )
+
     async def list_database_names(self, session: Any = None, comment: Any = None) -> list[str]:
-        kw = {"comment": comment} if comment is not None else {}
-        res = await self.admin.command("listDatabases", nameOnly=True, session=session, **kw)
-        return [d["name"] for d in res["databases"]]
+        cursor = await self.list_databases(session, comment, nameOnly=True)
+        return [doc["name"] async for doc in cursor]
+
+    async def drop_database(
+        self, name_or_database: Any, session: Any = None, comment: Any = None
+    ) -> None:
+        """Drop a database (by name or object), with the client's write concern."""
+        refuse_session(session)
+        name = name_or_database
+        if isinstance(name, AsyncDatabase):
+            name = name.name
+        if not isinstance(name, str):
+            raise TypeError(
+                f"name_or_database must be an instance of str or a AsyncDatabase, not {type(name)}"
+            )
+        cmd: dict[str, Any] = {"dropDatabase": 1}
+        if comment is not None:
+            cmd["comment"] = comment
+        # The client's write concern: libmongoc applies it to a write command with no options.
+        await self[name]._write_command(cmd, None, DEFAULT_CODEC_OPTIONS)
 
     # ---- lifecycle -------------------------------------------------------------------------
 

@@ -17,13 +17,16 @@ from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo import common, helpers_shared
 from pymongo.collation import validate_collation_or_none
-from pymongo.errors import DocumentTooLarge, InvalidName, InvalidOperation
+from pymongo.errors import BulkWriteError, DocumentTooLarge, InvalidName, InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.results import InsertManyResult, InsertOneResult
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
 from asyncmongo._execute import execute, refuse_session
+from asyncmongo._collection_admin import _AdminMixin
+from asyncmongo._collection_reads import _ReadsMixin
+from asyncmongo._collection_writes import _WritesMixin, bulk_api_result
 from asyncmongo._options import MAX_BSON_SIZE
 
 # Room PyMongo allows a command beyond the largest document it carries.
@@ -67,7 +70,7 @@ def check_command_size(cmd: bytes) -> bytes:
     return cmd
 
 
-class AsyncCollection:
+class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
     def __init__(
         self,
         database: "AsyncDatabase",
@@ -96,6 +99,11 @@ class AsyncCollection:
         self._acknowledged = wc.acknowledged
         rc = self._read_concern
         self._read_concern_doc = None if rc == client.read_concern else rc.document
+        # A read preference other than the client's travels to the core in the options.
+        rp = self._read_preference
+        self._read_opts = (
+            None if rp == client.read_preference else _encode({"$readPreference": rp.document})
+        )
 
     # ---- identity and options --------------------------------------------------------------
 
@@ -247,9 +255,11 @@ class AsyncCollection:
         common.validate_boolean("ordered", ordered)
         ids: list[Any] = []
         chunks: list[bytes] = []
+        docs: list[Any] = []
         for document in documents:
             chunks.append(self._encode_document(document))
             ids.append(document.get("_id"))
+            docs.append(document)
         if not chunks:  # an iterator that turned out empty, as PyMongo's bulk says
             raise InvalidOperation("No operations to execute")
         opts: dict[str, Any] = {"ordered": ordered}
@@ -259,11 +269,15 @@ class AsyncCollection:
             opts["comment"] = comment
         flags = _core.FLAG_BYPASS if bypass_document_validation else 0
         core = self._client._core
-        await execute(
-            core,
-            core.submit(_OP_INSERT, _RES_BULK, self._db_name, self._name, b"".join(chunks),
-                        _encode(opts), None, flags),
-        )
+        try:
+            await execute(
+                core,
+                core.submit(_OP_INSERT, _RES_BULK, self._db_name, self._name, b"".join(chunks),
+                            _encode(opts), None, flags),
+            )
+        except BulkWriteError as exc:
+            # libmongoc's bulk reply, in the shape PyMongo gives BulkWriteError.details.
+            raise BulkWriteError(bulk_api_result(exc.details, docs)) from None
         return InsertManyResult(ids, self._acknowledged)
 
     # ---- reads -----------------------------------------------------------------------------
@@ -334,11 +348,13 @@ class AsyncCollection:
     # ---- collection-level ------------------------------------------------------------------
 
     async def drop(self, session: Any = None, comment: Any = None, encrypted_fields: Any = None) -> None:
-        """Drop the collection; a missing collection is not an error (as PyMongo)."""
-        if encrypted_fields is not None:
-            raise InvalidOperation("asyncmongo does not support queryable encryption")
-        await self._database.command(
-            "drop", self._name, session=session, comment=comment, allowable_errors=[26, "ns not found"]
+        """Drop the collection (with its write concern); a missing collection is not an error."""
+        db = self._client.get_database(
+            self._db_name, self._codec_options, self._read_preference, self._write_concern,
+            self._read_concern,
+        )
+        await db.drop_collection(
+            self._name, session=session, comment=comment, encrypted_fields=encrypted_fields
         )
 
 

@@ -7,13 +7,56 @@ from typing import TYPE_CHECKING, Any, Mapping
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.son import SON
-from pymongo.errors import ConfigurationError, InvalidName, OperationFailure
+from pymongo import common
+from pymongo.collation import validate_collation_or_none
+from pymongo.errors import (
+    CollectionInvalid,
+    ConfigurationError,
+    InvalidName,
+    InvalidOperation,
+    OperationFailure,
+)
 from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
 from asyncmongo._execute import execute, refuse_session
 from asyncmongo.collection import AsyncCollection, check_command_size
+from asyncmongo.cursor import AsyncCommandCursor, run_cursor_command
+
+_encode = bson.encode
+_PRIMARY_OPTS = _encode({"$readPreference": {"mode": "primary"}})
+
+
+def _primary_read(client: "AsyncMongoClient") -> tuple[int, bytes | None]:
+    """(op, opts) for a read PyMongo always sends to the primary with no read concern
+    (listCollections, listIndexes, listDatabases): a retryable read, unless the client's read
+    concern (which libmongoc would add to a read) is set, then a plain command."""
+    if client.read_concern.level is not None:
+        return _core.OP_COMMAND, None  # a plain command goes to the primary, with no read concern
+    return _core.OP_READ, (None if client.read_preference.mode == 0 else _PRIMARY_OPTS)
+
+
+def _check_options(codec_options: Any, read_preference: Any, write_concern: Any, read_concern: Any) -> None:
+    """The type checks (and messages) of PyMongo's BaseObject."""
+    if not isinstance(codec_options, CodecOptions):
+        raise TypeError("codec_options must be an instance of bson.codec_options.CodecOptions")
+    if not isinstance(read_preference, _ServerMode):
+        raise TypeError(
+            f"{read_preference!r} is not valid for read_preference. See "
+            "pymongo.read_preferences for valid options."
+        )
+    if not isinstance(write_concern, WriteConcern):
+        raise TypeError(
+            "write_concern must be an instance of pymongo.write_concern.WriteConcern, "
+            f"not {type(write_concern)}"
+        )
+    if not isinstance(read_concern, ReadConcern):
+        raise TypeError(
+            "read_concern must be an instance of pymongo.read_concern.ReadConcern, "
+            f"not {type(read_concern)}"
+        )
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
@@ -39,13 +82,29 @@ class AsyncDatabase:
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> None:
-        _check_name(name)
-        self._client = client
-        self._name = name
         self._codec_options = codec_options or client.codec_options
         self._read_preference = read_preference or client.read_preference
         self._write_concern = write_concern or client.write_concern
         self._read_concern = read_concern or client.read_concern
+        _check_options(self._codec_options, self._read_preference, self._write_concern,
+                       self._read_concern)
+        if not isinstance(name, str):
+            raise TypeError(f"name must be an instance of str, not {type(name)}")
+        if name != "$external":
+            _check_name(name)
+        self._client = client
+        self._name = name
+        # As on collections: what equals the client's is applied by libmongoc, the rest travels.
+        wc = self._write_concern
+        self._write_opts = (
+            None if wc == client.write_concern else _encode({"writeConcern": wc.document})
+        )
+        rc = self._read_concern
+        self._read_concern_doc = None if rc == client.read_concern else rc.document
+        rp = self._read_preference
+        self._read_opts = (
+            None if rp == client.read_preference else _encode({"$readPreference": rp.document})
+        )
 
     @property
     def client(self) -> "AsyncMongoClient":
@@ -99,14 +158,16 @@ class AsyncDatabase:
         check: bool = True,
         allowable_errors: Any = None,
         read_preference: Any = None,
-        codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS,
+        codec_options: CodecOptions | None = None,
         session: Any = None,
         comment: Any = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Run a database command, as PyMongo's ``AsyncDatabase.command``.
 
-        Sent as it is (no read preference other than primary is applied unless given)."""
+        Sent as it is: no read concern or write concern is added, and it goes to the primary
+        unless ``read_preference`` says otherwise (the database's read preference does not apply,
+        as with PyMongo)."""
         refuse_session(session)
         if isinstance(command, str):
             command = SON([(command, value)])
@@ -117,18 +178,25 @@ class AsyncDatabase:
             command.update(kwargs)
             if comment is not None:
                 command["comment"] = comment
-        if read_preference is not None and read_preference.mode != 0:
-            raise ConfigurationError(
-                "asyncmongo runs commands on the primary; a read_preference for command() is not "
-                "supported yet"
-            )
+        opts = None
+        if read_preference is not None:
+            if not isinstance(read_preference, _ServerMode):
+                raise TypeError(
+                    f"{read_preference!r} is not valid for read_preference. See "
+                    "pymongo.read_preferences for valid options."
+                )
+            if read_preference.mode != 0:
+                # The core takes "$readPreference" out of the options and selects the server by it.
+                opts = _encode({"$readPreference": read_preference.document})
+        if codec_options is None:
+            codec_options = DEFAULT_CODEC_OPTIONS
         if not isinstance(codec_options, CodecOptions):
             raise TypeError("codec_options must be an instance of CodecOptions")
         cmd = check_command_size(bson.encode(command, False, self._codec_options))
         core = self._client._core
         try:
             return await execute(
-                core, core.submit(_core.OP_COMMAND, _core.RES_DOC, self._name, None, cmd, None, codec_options)
+                core, core.submit(_core.OP_COMMAND, _core.RES_DOC, self._name, None, cmd, opts, codec_options)
             )
         except OperationFailure as exc:
             details = exc.details or {}
@@ -136,6 +204,177 @@ class AsyncDatabase:
             if not check or exc.code in allowed or details.get("errmsg") in allowed:
                 return details
             raise
+
+    async def _write_command(
+        self,
+        command: dict[str, Any],
+        write_opts: bytes | None,
+        codec_options: CodecOptions,
+        allowable_errors: Any = None,
+        db_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Run a command that writes (create, drop, createIndexes, renameCollection...) as a libmongoc
+        write command: ``write_opts`` (the caller's write concern when it is not the client's)
+        or, if the caller put ``writeConcern`` in the command itself, that one."""
+        if "writeConcern" in command:
+            # libmongoc adds the client's write concern unless the options carry one.
+            wc = command.pop("writeConcern")
+            write_opts = _encode({"writeConcern": wc})
+        cmd = check_command_size(_encode(command, False, codec_options))
+        core = self._client._core
+        try:
+            return await execute(
+                core,
+                core.submit(_core.OP_WRITE, _core.RES_WRITE, db_name or self._name, None, cmd,
+                            write_opts, DEFAULT_CODEC_OPTIONS),
+            )
+        except OperationFailure as exc:
+            details = exc.details or {}
+            if allowable_errors and (exc.code in allowable_errors
+                                     or details.get("errmsg") in allowable_errors):
+                return details
+            raise
+
+    # ---- collections -----------------------------------------------------------------------
+
+    async def list_collections(
+        self, session: Any = None, filter: Mapping[str, Any] | None = None, comment: Any = None,
+        **kwargs: Any,
+    ) -> AsyncCommandCursor:
+        """A command cursor over the collections' descriptions (``listCollections``)."""
+        refuse_session(session)
+        cmd: dict[str, Any] = {"listCollections": 1, "cursor": {}}
+        if filter is not None:
+            kwargs["filter"] = filter
+        if comment is not None:
+            kwargs["comment"] = comment
+        cmd.update(kwargs)
+        op, opts = _primary_read(self._client)
+        # PyMongo decodes this listing with the default codec options (plain dicts).
+        return await run_cursor_command(
+            self._client, self._name, cmd, DEFAULT_CODEC_OPTIONS, opts, op, comment=comment
+        )
+
+    async def list_collection_names(
+        self, session: Any = None, filter: Mapping[str, Any] | None = None, comment: Any = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """The names of the collections (``nameOnly`` unless the filter looks beyond the name)."""
+        if filter is None:
+            kwargs["nameOnly"] = True
+        else:
+            common.validate_is_mapping("filter", filter)
+            # The enumerate-collections spec: nameOnly only when the filter looks at names alone.
+            if not filter or (len(filter) == 1 and "name" in filter):
+                kwargs["nameOnly"] = True
+        cursor = await self.list_collections(session, filter, comment, **kwargs)
+        return [doc["name"] async for doc in cursor]
+
+    async def create_collection(
+        self,
+        name: str,
+        codec_options: CodecOptions | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+        session: Any = None,
+        check_exists: bool | None = True,
+        **kwargs: Any,
+    ) -> AsyncCollection:
+        """Create a collection with options (capped, size, max, validator, validationLevel,
+        validationAction, collation, timeseries, clusteredIndex, viewOn/pipeline...). Raises
+        CollectionInvalid if it exists and ``check_exists`` is true."""
+        refuse_session(session)
+        if kwargs.get("encryptedFields"):
+            raise InvalidOperation("asyncmongo does not support queryable encryption")
+        kwargs.pop("encryptedFields", None)
+        clustered_index = kwargs.get("clusteredIndex")
+        if clustered_index:
+            common.validate_is_mapping("clusteredIndex", clustered_index)
+        # Checked before anything is sent (PyMongo would list the collections first).
+        coll = AsyncCollection(self, name, codec_options, read_preference, write_concern, read_concern)
+        collation = validate_collation_or_none(kwargs.pop("collation", None))
+        cmd: dict[str, Any] = {"create": name}
+        if "size" in kwargs:
+            kwargs["size"] = float(kwargs["size"])
+        cmd.update(kwargs)
+        if collation is not None:
+            cmd["collation"] = collation
+        if check_exists and name in await self.list_collection_names(filter={"name": name}):
+            raise CollectionInvalid(f"collection {name} already exists")
+        await self._write_command(cmd, coll._write_opts, self._codec_options)
+        return coll
+
+    async def drop_collection(
+        self,
+        name_or_collection: Any,
+        session: Any = None,
+        comment: Any = None,
+        encrypted_fields: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Drop a collection (by name or object) with this database's write concern; a missing
+        collection is not an error. Returns the server's reply."""
+        refuse_session(session)
+        name = name_or_collection
+        if isinstance(name, AsyncCollection):
+            name = name.name
+        if not isinstance(name, str):
+            raise TypeError(f"name_or_collection must be an instance of str, not {type(name)}")
+        if encrypted_fields is not None:
+            raise InvalidOperation("asyncmongo does not support queryable encryption")
+        cmd: dict[str, Any] = {"drop": name}
+        if comment is not None:
+            cmd["comment"] = comment
+        return await self._write_command(
+            cmd, self._write_opts, self._codec_options, allowable_errors=("ns not found", 26)
+        )
+
+    async def aggregate(self, pipeline: Any, session: Any = None, **kwargs: Any) -> AsyncCommandCursor:
+        """A database-level aggregation (``{"aggregate": 1}``: $documents, $currentOp...), with
+        this database's read preference and read concern, or its write concern for $out/$merge."""
+        refuse_session(session)
+        if "explain" in kwargs:
+            raise ConfigurationError(
+                "The explain option is not supported. Use AsyncDatabase.command instead."
+            )
+        for key in ("aggregate", "pipeline"):
+            if key in kwargs:
+                raise ConfigurationError(f"The {key} option cannot be specified as a keyword argument.")
+        pipeline = common.validate_list("pipeline", pipeline)
+        performs_write = bool(pipeline) and ("$out" in pipeline[-1] or "$merge" in pipeline[-1])
+        options = dict(kwargs)
+        batch_size = common.validate_non_negative_integer_or_none(
+            "batchSize", options.pop("batchSize", None)
+        )
+        cursor_opts = dict(options.pop("cursor", None) or {})
+        if batch_size is not None and not performs_write:
+            cursor_opts["batchSize"] = batch_size
+        collation = validate_collation_or_none(options.pop("collation", None))
+        max_await_time_ms = options.pop("maxAwaitTimeMS", None)
+        cmd: dict[str, Any] = {"aggregate": 1, "pipeline": pipeline}
+        cmd.update(options)
+        cmd["cursor"] = cursor_opts
+        if collation is not None:
+            cmd["collation"] = collation
+        if "readConcern" not in cmd and self._read_concern_doc:
+            cmd["readConcern"] = self._read_concern_doc
+        if performs_write:
+            op = _core.OP_READ_WRITE
+            if "writeConcern" in cmd:
+                opts = _encode({"writeConcern": cmd.pop("writeConcern")})
+            else:
+                opts = self._write_opts
+        else:
+            # Explicit even when it is the client's: the cursor's server is selected by the core
+            # (FLAG_PIN), which takes no read preference as primary.
+            rp = self._read_preference
+            op = _core.OP_READ
+            opts = None if rp.mode == 0 else _encode({"$readPreference": rp.document})
+        return await run_cursor_command(
+            self._client, self._name, cmd, self._codec_options, opts, op,
+            batch_size=batch_size, max_await_time_ms=max_await_time_ms,
+            comment=options.get("comment"),
+        )
 
     def with_options(
         self,

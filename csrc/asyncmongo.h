@@ -20,7 +20,8 @@ enum {
     AMONGO_OP_WRITE = 2,      /* mongoc_client_write_command_with_opts: retryable writes, write concern */
     AMONGO_OP_READ_WRITE = 3, /* mongoc_client_read_write_command_with_opts */
     AMONGO_OP_INSERT = 4,     /* bulk insert of concatenated BSON documents (OP_MSG document sequence) */
-    AMONGO_OP_BARRIER = 5,    /* internal: resolves when every worker of a closing client has exited */
+    AMONGO_OP_BULK = 5,       /* bulk write of concatenated operation documents (see jobs.c) */
+    AMONGO_OP_BARRIER = 6,    /* internal: resolves when every worker of a closing client has exited */
     AMONGO_OP_COUNT
 };
 
@@ -39,6 +40,8 @@ enum {
 #define AMONGO_FLAG_PIN 0x1      /* select a server first, run there, report its id (cursor owners) */
 #define AMONGO_FLAG_ORDERED 0x2  /* bulk inserts: stop at the first error */
 #define AMONGO_FLAG_BYPASS 0x4   /* bulk inserts: bypassDocumentValidation */
+#define AMONGO_FLAG_QUIET 0x8    /* fire and forget (killCursors): resolve with None whatever happens */
+#define AMONGO_FLAG_APM 0x10     /* record command monitoring events for the client's listeners */
 
 /* Wake-up paths of a completion queue. */
 #define AMONGO_WAKE_EVENTFD 0    /* worker writes an eventfd the loop watches: never waits for the GIL */
@@ -48,6 +51,22 @@ enum {
 #define AMONGO_ERROR_DOMAIN_CLOSED 1000 /* the client was closed before the job ran */
 
 typedef struct AmongoQueue AmongoQueue;
+
+/* A command monitoring event, recorded on the worker (plain C) and delivered on the loop thread. */
+typedef struct AmongoEvent {
+    struct AmongoEvent *next;
+    int kind;                /* 0 started, 1 succeeded, 2 failed */
+    char command_name[64];
+    char database[128];
+    char host[256];
+    uint16_t port;
+    int64_t request_id;
+    int64_t operation_id;
+    int64_t duration_us;
+    int32_t server_connection_id;
+    bson_t doc;              /* the command (started) or the reply (succeeded, failed) */
+    bson_error_t error;
+} AmongoEvent;
 typedef struct AmongoPool AmongoPool;
 
 /* One operation. Inputs are set on the loop thread at submit and read-only afterwards; outputs are
@@ -74,6 +93,7 @@ typedef struct AmongoJob {
     PyObject *db_obj, *coll_obj, *cmd_obj, *opts_obj;
     PyObject *codec_options;
     PyObject *owner;        /* the AmongoClient: keeps the pool alive while the job exists */
+    PyObject *apm_sink;     /* callable(events) for command monitoring, or NULL */
     AmongoQueue *queue;     /* completion queue of the future's loop */
 
     /* outputs, written by the worker */
@@ -87,6 +107,7 @@ typedef struct AmongoJob {
     int64_t cursor_id;
     uint32_t out_server_id;
     int64_t elapsed_us;     /* time the worker spent in libmongoc */
+    AmongoEvent *events, *events_tail; /* AMONGO_FLAG_APM: recorded in order */
 } AmongoJob;
 
 /* Module state: everything the module holds, listed once in AMONGO_STATE_OBJECTS so that traverse
@@ -128,6 +149,12 @@ extern atomic_int amongo_finalizing;       /* set at interpreter exit: workers s
 /* module.c */
 AmongoState *amongo_state_from_type(PyTypeObject *tp); /* BORROWED */
 PyObject *amongo_module_debug_counters(void);         /* NEW */
+
+/* apm.c */
+void amongo_apm_install(mongoc_client_pool_t *pool);
+void amongo_apm_set_current_nogil(AmongoJob *job);
+int amongo_apm_deliver(AmongoState *st, AmongoJob *job);
+void amongo_apm_free_events(AmongoJob *job);
 
 /* jobs.c */
 AmongoJob *amongo_job_new(void);

@@ -14,6 +14,7 @@ typedef struct {
     mongoc_client_pool_t *mpool;
     AmongoPool *pool;
     PyObject *queues;    /* dict: event loop -> completion queue */
+    PyObject *apm_sink;  /* callable(events) for command monitoring, or NULL */
     int wake_mode;
     int state;
     int max_workers;
@@ -54,14 +55,19 @@ client_check_usable(AmongoClient *self)
 static PyObject *
 client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"uri", "max_workers", "wakeup", "connect", NULL};
+    static char *kwlist[] = {"uri", "max_workers", "wakeup", "connect", "apm_sink", NULL};
     const char *uri_string;
     int max_workers = 100;
     const char *wakeup = "eventfd";
     int connect = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|isp", kwlist, &uri_string, &max_workers, &wakeup,
-                                     &connect))
+    PyObject *apm_sink = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|ispO", kwlist, &uri_string, &max_workers, &wakeup,
+                                     &connect, &apm_sink))
         return NULL;
+    if (apm_sink != Py_None && !PyCallable_Check(apm_sink)) {
+        PyErr_SetString(PyExc_TypeError, "apm_sink must be callable or None");
+        return NULL;
+    }
     AmongoState *st = amongo_state_from_type(type);
     int wake_mode;
     if (!strcmp(wakeup, "eventfd"))
@@ -94,6 +100,8 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     mongoc_client_pool_set_error_api(mpool, MONGOC_ERROR_API_VERSION_2);
+    if (apm_sink != Py_None)
+        amongo_apm_install(mpool); /* before the first client leaves the pool */
     /* One client per worker, plus slack for a worker that is exiting while its successor starts. */
     mongoc_client_pool_max_size(mpool, (uint32_t)max_workers + 1);
     AmongoPool *pool = amongo_pool_new(mpool, max_workers);
@@ -109,6 +117,7 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->mpool = mpool;
     self->pool = pool;
     self->queues = queues;
+    self->apm_sink = apm_sink != Py_None ? Py_NewRef(apm_sink) : NULL;
     self->wake_mode = wake_mode;
     self->state = CLIENT_OPEN;
     self->max_workers = max_workers;
@@ -148,7 +157,7 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "submit(): db: str, coll: str|None, cmd: bytes, opts: bytes|None");
         return NULL;
     }
-    if (op == AMONGO_OP_INSERT && coll == Py_None) {
+    if ((op == AMONGO_OP_INSERT || op == AMONGO_OP_BULK) && coll == Py_None) {
         PyErr_SetString(PyExc_TypeError, "submit(): inserts need a collection name");
         return NULL;
     }
@@ -190,6 +199,10 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
     job->opts_obj = Py_NewRef(opts);
     job->codec_options = codec != Py_None ? Py_NewRef(codec) : NULL;
     job->owner = Py_NewRef(self);
+    if (self->apm_sink) {
+        job->apm_sink = Py_NewRef(self->apm_sink);
+        job->flags |= AMONGO_FLAG_APM;
+    }
     amongo_queue_retain(q);
     job->queue = q;
 
@@ -396,6 +409,7 @@ client_traverse(AmongoClient *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->queues);
+    Py_VISIT(self->apm_sink);
     return 0;
 }
 
@@ -403,6 +417,7 @@ static int
 client_clear(AmongoClient *self)
 {
     Py_CLEAR(self->queues);
+    Py_CLEAR(self->apm_sink);
     return 0;
 }
 

@@ -24,6 +24,8 @@ amongo_job_free(AmongoJob *job)
         atomic_fetch_sub_explicit(&amongo_counters.replies_live, 1, memory_order_relaxed);
     }
     bson_free(job->batch);
+    amongo_apm_free_events(job);
+    Py_XDECREF(job->apm_sink);
     Py_XDECREF(job->future);
     Py_XDECREF(job->db_obj);
     Py_XDECREF(job->coll_obj);
@@ -111,6 +113,43 @@ job_extract_batch_nogil(AmongoJob *job)
     }
 }
 
+/* {mode: "secondary", tags: [...], maxStalenessSeconds: n} -> mongoc_read_prefs_t (caller frees). */
+static mongoc_read_prefs_t *
+job_read_prefs_nogil(bson_iter_t *doc)
+{
+    static const struct {
+        const char *name;
+        mongoc_read_mode_t mode;
+    } modes[] = {{"primary", MONGOC_READ_PRIMARY},
+                 {"primaryPreferred", MONGOC_READ_PRIMARY_PREFERRED},
+                 {"secondary", MONGOC_READ_SECONDARY},
+                 {"secondaryPreferred", MONGOC_READ_SECONDARY_PREFERRED},
+                 {"nearest", MONGOC_READ_NEAREST}};
+    bson_iter_t f;
+    if (!bson_iter_recurse(doc, &f))
+        return NULL;
+    mongoc_read_prefs_t *prefs = mongoc_read_prefs_new(MONGOC_READ_PRIMARY);
+    while (bson_iter_next(&f)) {
+        const char *key = bson_iter_key(&f);
+        if (!strcmp(key, "mode") && BSON_ITER_HOLDS_UTF8(&f)) {
+            const char *mode = bson_iter_utf8(&f, NULL);
+            for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+                if (!strcmp(mode, modes[i].name))
+                    mongoc_read_prefs_set_mode(prefs, modes[i].mode);
+        } else if (!strcmp(key, "tags") && BSON_ITER_HOLDS_ARRAY(&f)) {
+            uint32_t len;
+            const uint8_t *data;
+            bson_t tags;
+            bson_iter_array(&f, &len, &data);
+            if (bson_init_static(&tags, data, len))
+                mongoc_read_prefs_set_tags(prefs, &tags);
+        } else if (!strcmp(key, "maxStalenessSeconds")) {
+            mongoc_read_prefs_set_max_staleness_seconds(prefs, bson_iter_as_int64(&f));
+        }
+    }
+    return prefs;
+}
+
 static void
 job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
 {
@@ -125,30 +164,46 @@ job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
     else
         bson_init(&opts_static);
 
+    /* The read preference travels in the options as "$readPreference" (ours, not the server's). */
+    bson_iter_t it;
+    mongoc_read_prefs_t *prefs = NULL;
+    if (bson_iter_init_find(&it, &opts_static, "$readPreference") && BSON_ITER_HOLDS_DOCUMENT(&it))
+        prefs = job_read_prefs_nogil(&it);
+
     /* Cursor owners pin their server: getMore and killCursors must reach the same one. */
     uint32_t server_id = job->server_id;
     if (!server_id && (job->flags & AMONGO_FLAG_PIN)) {
+        bool for_writes = job->op != AMONGO_OP_READ && job->op != AMONGO_OP_COMMAND;
+        /* A read without its own preference follows the client's, as the command itself would. */
+        const mongoc_read_prefs_t *select_prefs = prefs;
+        if (!select_prefs && job->op == AMONGO_OP_READ)
+            select_prefs = mongoc_client_get_read_prefs(client);
         mongoc_server_description_t *sd = mongoc_client_select_server(
-            client, job->op != AMONGO_OP_READ && job->op != AMONGO_OP_COMMAND, NULL, &job->error);
+            client, for_writes, for_writes ? NULL : select_prefs, &job->error);
         if (!sd) {
             bson_init(&job->reply);
             job_keep_reply_nogil(job);
+            if (prefs)
+                mongoc_read_prefs_destroy(prefs);
+            bson_destroy(&opts_static);
             return;
         }
         server_id = mongoc_server_description_id(sd);
         mongoc_server_description_destroy(sd);
     }
     const bson_t *use_opts = &opts_static;
-    if (server_id) {
-        bson_copy_to(&opts_static, &opts);
-        BSON_APPEND_INT32(&opts, "serverId", (int32_t)server_id);
+    if (server_id || prefs) {
+        bson_init(&opts);
+        bson_copy_to_excluding_noinit(&opts_static, &opts, "$readPreference", NULL);
+        if (server_id)
+            BSON_APPEND_INT32(&opts, "serverId", (int32_t)server_id);
         use_opts = &opts;
     }
     job->out_server_id = server_id;
 
     switch (job->op) {
     case AMONGO_OP_READ:
-        job->ok = mongoc_client_read_command_with_opts(client, job->db, &cmd, NULL, use_opts,
+        job->ok = mongoc_client_read_command_with_opts(client, job->db, &cmd, prefs, use_opts,
                                                        &job->reply, &job->error);
         break;
     case AMONGO_OP_WRITE:
@@ -160,11 +215,13 @@ job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
                                                              &job->reply, &job->error);
         break;
     default:
-        job->ok = mongoc_client_command_with_opts(client, job->db, &cmd, NULL, use_opts, &job->reply,
+        job->ok = mongoc_client_command_with_opts(client, job->db, &cmd, prefs, use_opts, &job->reply,
                                                   &job->error);
         break;
     }
     job_keep_reply_nogil(job); /* libmongoc initialises the reply on every path */
+    if (prefs)
+        mongoc_read_prefs_destroy(prefs);
     if (use_opts == &opts)
         bson_destroy(&opts);
     bson_destroy(&opts_static);
@@ -172,10 +229,79 @@ job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
         job_extract_batch_nogil(job);
 }
 
-/* Insert documents (concatenated BSON) with a bulk operation: libmongoc sends them as an OP_MSG
- * document sequence and splits batches by the server's size limits. */
+/* Keys are left to the server's rules, not libmongoc 1.23's older client-side checks. */
+static bool
+insert_add_nogil(mongoc_bulk_operation_t *bulk, const bson_t *doc, bson_error_t *error)
+{
+    bson_t opts = BSON_INITIALIZER;
+    BSON_APPEND_BOOL(&opts, "validate", false);
+    bool ok = mongoc_bulk_operation_insert_with_opts(bulk, doc, &opts, error);
+    bson_destroy(&opts);
+    return ok;
+}
+
+/* Bulk write: job->cmd holds operation documents end to end, each
+ *   {op: int, d: filter-or-document, u: update-or-replacement (document or pipeline array),
+ *    o: per-operation options (upsert, collation, arrayFilters, hint)}
+ * with op 0 insert, 1 updateOne, 2 updateMany, 3 replaceOne, 4 deleteOne, 5 deleteMany. */
+static bool
+bulk_add_nogil(mongoc_bulk_operation_t *bulk, const bson_t *spec, bson_error_t *error)
+{
+    bson_iter_t it;
+    int op = -1;
+    bson_t d = BSON_INITIALIZER, u = BSON_INITIALIZER, o = BSON_INITIALIZER;
+    bool have_d = false, have_u = false, have_o = false;
+    if (!bson_iter_init(&it, spec))
+        return false;
+    while (bson_iter_next(&it)) {
+        const char *key = bson_iter_key(&it);
+        uint32_t len;
+        const uint8_t *data;
+        if (!strcmp(key, "op")) {
+            op = (int)bson_iter_as_int64(&it);
+        } else if ((BSON_ITER_HOLDS_DOCUMENT(&it) || BSON_ITER_HOLDS_ARRAY(&it)) &&
+                   (!strcmp(key, "d") || !strcmp(key, "u") || !strcmp(key, "o"))) {
+            if (BSON_ITER_HOLDS_DOCUMENT(&it))
+                bson_iter_document(&it, &len, &data);
+            else
+                bson_iter_array(&it, &len, &data);
+            bson_t *dst = key[0] == 'd' ? &d : key[0] == 'u' ? &u : &o;
+            bson_init_static(dst, data, len);
+            *(key[0] == 'd' ? &have_d : key[0] == 'u' ? &have_u : &have_o) = true;
+        }
+    }
+    (void)have_o;
+    if (!have_d || ((op >= 1 && op <= 3) && !have_u)) {
+        bson_set_error(error, MONGOC_ERROR_COMMAND, MONGOC_ERROR_COMMAND_INVALID_ARG,
+                       "malformed bulk operation");
+        return false;
+    }
+    switch (op) {
+    case 0:
+        return insert_add_nogil(bulk, &d, error);
+    case 1:
+        return mongoc_bulk_operation_update_one_with_opts(bulk, &d, &u, &o, error);
+    case 2:
+        return mongoc_bulk_operation_update_many_with_opts(bulk, &d, &u, &o, error);
+    case 3:
+        return mongoc_bulk_operation_replace_one_with_opts(bulk, &d, &u, &o, error);
+    case 4:
+        return mongoc_bulk_operation_remove_one_with_opts(bulk, &d, &o, error);
+    case 5:
+        return mongoc_bulk_operation_remove_many_with_opts(bulk, &d, &o, error);
+    default:
+        bson_set_error(error, MONGOC_ERROR_COMMAND, MONGOC_ERROR_COMMAND_INVALID_ARG,
+                       "unknown bulk operation %d", op);
+        return false;
+    }
+}
+
+/* Inserts (AMONGO_OP_INSERT: documents end to end) and bulk writes (AMONGO_OP_BULK: operation
+ * documents end to end) go through one libmongoc bulk operation: it sends OP_MSG document
+ * sequences and splits batches by the server's size limits. */
 static void
-job_run_insert_nogil(AmongoJob *job, mongoc_client_t *client)
+job_run_bulk_nogil(AmongoJob *job, mongoc_client_t *client,
+                   bool (*add)(mongoc_bulk_operation_t *, const bson_t *, bson_error_t *))
 {
     bson_t opts;
     if (job->opts_len)
@@ -186,10 +312,6 @@ job_run_insert_nogil(AmongoJob *job, mongoc_client_t *client)
     mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
     if (job->flags & AMONGO_FLAG_BYPASS)
         mongoc_bulk_operation_set_bypass_document_validation(bulk, true);
-
-    /* Keys were checked by the server's rules, not libmongoc's older client-side ones. */
-    bson_t insert_opts = BSON_INITIALIZER;
-    BSON_APPEND_BOOL(&insert_opts, "validate", false);
     bool ok = true;
     size_t off = 0;
     while (ok && off + 5 <= job->cmd_len) {
@@ -204,10 +326,9 @@ job_run_insert_nogil(AmongoJob *job, mongoc_client_t *client)
             ok = false;
             break;
         }
-        ok = mongoc_bulk_operation_insert_with_opts(bulk, &doc, &insert_opts, &job->error);
+        ok = add(bulk, &doc, &job->error);
         off += (size_t)len;
     }
-    bson_destroy(&insert_opts);
     if (ok) {
         job->ok = mongoc_bulk_operation_execute(bulk, &job->reply, &job->error) != 0;
     } else {
@@ -223,10 +344,14 @@ job_run_insert_nogil(AmongoJob *job, mongoc_client_t *client)
 void
 amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
 {
+    amongo_apm_set_current_nogil(job);
     int64_t start = bson_get_monotonic_time();
     switch (job->op) {
     case AMONGO_OP_INSERT:
-        job_run_insert_nogil(job, client);
+        job_run_bulk_nogil(job, client, insert_add_nogil);
+        break;
+    case AMONGO_OP_BULK:
+        job_run_bulk_nogil(job, client, bulk_add_nogil);
         break;
     case AMONGO_OP_BARRIER:
         job->ok = true;
@@ -236,6 +361,7 @@ amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
         break;
     }
     job->elapsed_us = bson_get_monotonic_time() - start;
+    amongo_apm_set_current_nogil(NULL);
 }
 
 /* ---- loop side (GIL held) ---------------------------------------------------------------- */
@@ -338,8 +464,15 @@ amongo_job_complete(AmongoState *st, AmongoJob *job)
     }
     int is_done = PyObject_IsTrue(done);
     Py_DECREF(done);
+    /* Listeners hear about the commands before the caller hears the outcome, as with PyMongo. */
+    if (job->events && amongo_apm_deliver(st, job) < 0)
+        PyErr_WriteUnraisable(job->future);
     if (is_done) /* cancelled while it ran: the result is dropped */
         return;
+    if (job->flags & AMONGO_FLAG_QUIET) {
+        future_resolve(st, job->future, Py_None, false);
+        return;
+    }
 
     PyObject *value = NULL;
     bool is_exception = false;

@@ -164,6 +164,7 @@ module_exec(PyObject *m)
     CONST("OP_WRITE", AMONGO_OP_WRITE);
     CONST("OP_READ_WRITE", AMONGO_OP_READ_WRITE);
     CONST("OP_INSERT", AMONGO_OP_INSERT);
+    CONST("OP_BULK", AMONGO_OP_BULK);
     CONST("RES_DOC", AMONGO_RES_DOC);
     CONST("RES_FIRST", AMONGO_RES_FIRST);
     CONST("RES_CURSOR", AMONGO_RES_CURSOR);
@@ -173,6 +174,7 @@ module_exec(PyObject *m)
     CONST("FLAG_PIN", AMONGO_FLAG_PIN);
     CONST("FLAG_ORDERED", AMONGO_FLAG_ORDERED);
     CONST("FLAG_BYPASS", AMONGO_FLAG_BYPASS);
+    CONST("FLAG_QUIET", AMONGO_FLAG_QUIET);
 #undef CONST
     if (PyModule_AddStringConstant(m, "MONGOC_VERSION", mongoc_get_version()) < 0 ||
         PyModule_AddStringConstant(m, "BSON_VERSION", bson_get_version()) < 0)

@@ -375,14 +375,16 @@ def test_bad_host_or_port_type_is_type_error(args):
         AsyncMongoClient(*args, connect=False)
 
 
-class _Listener(monitoring.CommandListener):
-    def started(self, event):
+class _Listener(monitoring.ServerListener):
+    """Server (SDAM) listeners are not supported yet; command listeners are."""
+
+    def opened(self, event):
         pass
 
-    def succeeded(self, event):
+    def description_changed(self, event):
         pass
 
-    def failed(self, event):
+    def closed(self, event):
         pass
 
 

@@ -1,0 +1,262 @@
+"""Reads of AsyncCollection: find (cursors), aggregate, distinct, counts.
+
+Arguments are checked as PyMongo checks them (same exception types) before anything is sent. The
+collection's read preference and a read concern other than the client's travel in the job's options,
+where libmongoc takes them instead of adding the client's own (no duplicate fields in a command).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+import bson
+from bson.codec_options import CodecOptions
+from pymongo import common, helpers_shared
+from pymongo.collation import validate_collation_or_none
+from pymongo.errors import ConfigurationError, OperationFailure
+from pymongo.write_concern import WriteConcern
+
+from asyncmongo import _core
+from asyncmongo._execute import execute, refuse_session
+from asyncmongo._find_cursor import AsyncCursor, _check_size
+from asyncmongo.cursor import AsyncCommandCursor
+
+if TYPE_CHECKING:
+    from asyncmongo.client import AsyncMongoClient
+
+_encode = bson.encode
+_OP_READ = _core.OP_READ
+_RES_DOC = _core.RES_DOC
+_NAMESPACE_NOT_FOUND = 26
+
+
+class _ReadsMixin:
+    __slots__ = ()
+
+    # Set by AsyncCollection.__init__.
+    _name: str
+    _db_name: str
+    _full_name: str
+    _client: "AsyncMongoClient"
+    _codec_options: CodecOptions
+    _read_opts: bytes | None
+    _write_opts: bytes | None
+    _read_concern_doc: Mapping[str, Any] | None
+    _read_preference: Any
+    _write_concern: WriteConcern
+
+    # ---- options of a read job --------------------------------------------------------------
+
+    def _find_opts(self, extra: Mapping[str, Any] | None = None) -> bytes | None:
+        """Job options for a read: the read preference (if not the client's), the read concern (if
+        not the client's) and ``extra`` (readConcern/writeConcern a caller gave)."""
+        rc = self._read_concern_doc
+        if not rc and not extra:
+            return self._read_opts
+        opts: dict[str, Any] = {}
+        if self._read_opts is not None:
+            opts["$readPreference"] = self._read_preference.document
+        if rc:
+            opts["readConcern"] = rc
+        if extra:
+            opts.update(extra)
+        return _encode(opts)
+
+    def _reply_codec_options(self) -> CodecOptions:
+        # Counts are read by us, not handed over: a dict whatever the user's document class.
+        return self._codec_options._replace(
+            unicode_decode_error_handler="replace", document_class=dict
+        )
+
+    # ---- find ------------------------------------------------------------------------------
+
+    def find(self, *args: Any, **kwargs: Any) -> AsyncCursor:
+        """Query the collection: an ``AsyncCursor`` (nothing is sent until it is iterated).
+
+        Arguments as PyMongo's ``AsyncCollection.find``: ``filter=None, projection=None, skip=0,
+        limit=0, no_cursor_timeout=False, cursor_type=CursorType.NON_TAILABLE, sort=None,
+        allow_partial_results=False, oplog_replay=False, batch_size=0, collation=None, hint=None,
+        max_scan=None, max_time_ms=None, max=None, min=None, return_key=None, show_record_id=None,
+        snapshot=None, comment=None, session=None, allow_disk_use=None, let=None``.
+        """
+        return AsyncCursor(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    # ---- aggregate -------------------------------------------------------------------------
+
+    async def aggregate(
+        self,
+        pipeline: list[Mapping[str, Any]],
+        session: Any = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> AsyncCommandCursor:
+        """Run an aggregation pipeline: an ``AsyncCommandCursor`` over its results.
+
+        Keyword arguments are aggregate command fields (``allowDiskUse``, ``maxTimeMS``,
+        ``batchSize``, ``collation``, ``hint``, ``bypassDocumentValidation``, ``maxAwaitTimeMS``,
+        ``readConcern``, ``writeConcern``...).
+        A pipeline ending in ``$out`` or ``$merge`` runs on the primary with the collection's write
+        concern.
+        """
+        refuse_session(session)
+        if "explain" in kwargs:
+            raise ConfigurationError(
+                "The explain option is not supported. Use AsyncDatabase.command instead."
+            )
+        for name in ("aggregate", "pipeline"):
+            if name in kwargs:
+                raise ConfigurationError(
+                    f"The {name} option cannot be specified as a keyword argument."
+                )
+        pipeline = common.validate_list("pipeline", pipeline)
+        performs_write = bool(pipeline) and ("$out" in pipeline[-1] or "$merge" in pipeline[-1])
+        if let is not None:
+            common.validate_is_mapping("let", let)
+            kwargs["let"] = let
+        if comment is not None:
+            kwargs["comment"] = comment
+        batch_size = common.validate_non_negative_integer_or_none(
+            "batchSize", kwargs.pop("batchSize", None)
+        )
+        cursor_opts = dict(kwargs.pop("cursor", None) or {})
+        # A pipeline that writes returns no documents: no initial batchSize (as PyMongo).
+        if batch_size is not None and not performs_write:
+            cursor_opts["batchSize"] = batch_size
+        collation = validate_collation_or_none(kwargs.pop("collation", None))
+        max_await_time_ms = kwargs.pop("maxAwaitTimeMS", None)
+
+        # Concerns go to libmongoc as options, so that it adds none of the client's beside them; the
+        # caller's (keyword arguments) replace the collection's.
+        opts_doc: dict[str, Any] = {}
+        rc = kwargs.pop("readConcern", self._read_concern_doc)
+        if rc:
+            opts_doc["readConcern"] = rc
+        if performs_write:  # on the primary (libmongoc's read-write command), with a write concern
+            op = _core.OP_READ_WRITE
+            wc = kwargs.pop("writeConcern", None)
+            if wc is None:
+                if collation is not None and not self._write_concern.acknowledged:
+                    raise ConfigurationError("Collation is unsupported for unacknowledged writes.")
+                if self._write_opts is not None:
+                    wc = self._write_concern.document
+            if wc is not None:
+                opts_doc["writeConcern"] = wc
+        else:
+            op = _OP_READ
+            if self._read_opts is not None:
+                opts_doc["$readPreference"] = self._read_preference.document
+        cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": cursor_opts}
+        cmd.update(kwargs)
+        if collation is not None:
+            cmd["collation"] = collation
+        opts = _encode(opts_doc) if opts_doc else None
+        raw = _check_size(_encode(cmd, False, self._codec_options))
+        core = self._client._core
+        first = await execute(
+            core,
+            core.submit(op, _core.RES_CURSOR, self._db_name, None, raw, opts, self._codec_options,
+                        _core.FLAG_PIN),
+        )
+        cursor_id, ns, docs, server_id = first
+        return AsyncCommandCursor(
+            self._client, self._db_name, (cursor_id, ns or self._full_name, docs, server_id),
+            self._codec_options, batch_size or 0, max_await_time_ms, kwargs.get("comment"),
+        )
+
+    # ---- counts ----------------------------------------------------------------------------
+
+    async def count_documents(
+        self, filter: Mapping[str, Any], session: Any = None, comment: Any = None, **kwargs: Any
+    ) -> int:
+        """The number of documents matching ``filter`` (an aggregation: ``$match``, ``$skip``,
+        ``$limit``, ``$group``). Options: ``skip``, ``limit``, ``maxTimeMS``, ``collation``,
+        ``hint``."""
+        refuse_session(session)
+        pipeline: list[dict[str, Any]] = [{"$match": filter}]
+        if "skip" in kwargs:
+            pipeline.append({"$skip": kwargs.pop("skip")})
+        if "limit" in kwargs:
+            pipeline.append({"$limit": kwargs.pop("limit")})
+        if comment is not None:
+            kwargs["comment"] = comment
+        pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
+        if "hint" in kwargs and not isinstance(kwargs["hint"], str):
+            kwargs["hint"] = helpers_shared._index_document(kwargs["hint"])
+        collation = validate_collation_or_none(kwargs.pop("collation", None))
+        cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": {}}
+        cmd.update(kwargs)
+        if collation is not None:
+            cmd["collation"] = collation
+        raw = _check_size(_encode(cmd, False, self._codec_options))
+        core = self._client._core
+        try:
+            result = await execute(
+                core,
+                core.submit(_OP_READ, _core.RES_FIRST, self._db_name, None, raw, self._find_opts(),
+                            self._reply_codec_options()),
+            )
+        except OperationFailure as exc:
+            if exc.code == _NAMESPACE_NOT_FOUND:  # as PyMongo: no collection, no documents
+                return 0
+            raise
+        if not result:
+            return 0
+        return result["n"]
+
+    async def estimated_document_count(self, comment: Any = None, **kwargs: Any) -> int:
+        """The collection's document count from its metadata (the ``count`` command)."""
+        if "session" in kwargs:
+            raise ConfigurationError("estimated_document_count does not support sessions")
+        if comment is not None:
+            kwargs["comment"] = comment
+        cmd: dict[str, Any] = {"count": self._name}
+        cmd.update(kwargs)
+        raw = _check_size(_encode(cmd, False, self._codec_options))
+        core = self._client._core
+        reply = await execute(
+            core,
+            core.submit(_OP_READ, _RES_DOC, self._db_name, None, raw, self._find_opts(),
+                        self._reply_codec_options()),
+        )
+        return int(reply["n"])
+
+    # ---- distinct --------------------------------------------------------------------------
+
+    async def distinct(
+        self,
+        key: str,
+        filter: Mapping[str, Any] | None = None,
+        session: Any = None,
+        comment: Any = None,
+        hint: Any = None,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """The distinct values of ``key`` among the documents matching ``filter``. Options:
+        ``maxTimeMS``, ``collation``."""
+        if not isinstance(key, str):
+            raise TypeError(f"key must be an instance of str, not {type(key)}")
+        refuse_session(session)
+        if filter is not None:
+            if "query" in kwargs:
+                raise ConfigurationError("can't pass both filter and query")
+            kwargs["query"] = filter
+        collation = validate_collation_or_none(kwargs.pop("collation", None))
+        if hint is not None and not isinstance(hint, str):
+            hint = helpers_shared._index_document(hint)
+        cmd: dict[str, Any] = {"distinct": self._name, "key": key}
+        cmd.update(kwargs)
+        if comment is not None:
+            cmd["comment"] = comment
+        if hint is not None:
+            cmd["hint"] = hint
+        if collation is not None:
+            cmd["collation"] = collation
+        raw = _check_size(_encode(cmd, False, self._codec_options))
+        core = self._client._core
+        reply = await execute(
+            core,
+            core.submit(_OP_READ, _RES_DOC, self._db_name, None, raw, self._find_opts(),
+                        self._codec_options),
+        )
+        return reply["values"]

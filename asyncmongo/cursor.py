@@ -1,0 +1,213 @@
+"""Async cursors: plain data (cursor id, namespace, server id), one core job per batch.
+
+libmongoc's own cursors may only be used from the thread that made them, so a cursor here keeps no
+libmongoc object: the first batch comes from a command (find, aggregate, listIndexes...) run on any
+worker with its server pinned, and each further batch is one getMore job sent to that same server.
+A batch is decoded in one call. An unfinished cursor sends killCursors when closed or collected.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Mapping
+
+import bson
+from bson.codec_options import CodecOptions
+from bson.int64 import Int64
+from pymongo.errors import InvalidOperation
+
+from asyncmongo import _core
+from asyncmongo._execute import execute
+
+if TYPE_CHECKING:
+    from asyncmongo.client import AsyncMongoClient
+
+_encode = bson.encode
+
+
+class AsyncCommandCursor:
+    """A cursor over the results of a command that returns one (aggregate, listIndexes, ...), with
+    PyMongo's ``AsyncCommandCursor`` API: ``async for``, ``next()``, ``try_next()``, ``to_list()``,
+    ``close()``, ``async with``, ``alive``, ``cursor_id``, ``address``."""
+
+    def __init__(
+        self,
+        client: "AsyncMongoClient",
+        db_name: str,
+        first: tuple[int, str | None, list[Any], int],
+        codec_options: CodecOptions,
+        batch_size: int | None = None,
+        max_await_time_ms: int | None = None,
+        comment: Any = None,
+    ) -> None:
+        cursor_id, ns, docs, server_id = first
+        self._client = client
+        self._core = client._core
+        self._db_name = db_name
+        self._id = cursor_id
+        self._ns = ns or ""
+        self._coll_name = self._ns.split(".", 1)[1] if "." in self._ns else ""
+        self._server_id = server_id
+        self._codec_options = codec_options
+        self._batch_size = batch_size
+        self._max_await_time_ms = max_await_time_ms
+        self._comment = comment
+        self._data: deque[Any] = deque(docs)
+        self._killed = cursor_id == 0
+
+    # ---- properties ------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """True while documents may still come: buffered ones, or a live cursor on the server."""
+        return bool(self._data) or not self._killed
+
+    @property
+    def cursor_id(self) -> int | None:
+        return self._id
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self._client.address
+
+    def batch_size(self, batch_size: int) -> "AsyncCommandCursor":
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise TypeError("batch_size must be an integer")
+        if batch_size < 0:
+            raise ValueError("batch_size must be >= 0")
+        self._batch_size = batch_size
+        return self
+
+    # ---- fetching --------------------------------------------------------------------------
+
+    async def _get_more(self) -> None:
+        """One job: the next batch from the cursor's server, decoded in one call."""
+        cmd: dict[str, Any] = {"getMore": Int64(self._id), "collection": self._coll_name}
+        if self._batch_size:
+            cmd["batchSize"] = self._batch_size
+        if self._max_await_time_ms is not None:
+            cmd["maxTimeMS"] = self._max_await_time_ms
+        if self._comment is not None:
+            cmd["comment"] = self._comment
+        core = self._core
+        # A failed or cancelled fetch changes nothing here: the cursor stays closable.
+        cursor_id, _ns, docs, _sid = await execute(
+            core,
+            core.submit(_core.OP_READ, _core.RES_CURSOR, self._db_name, None, _encode(cmd), None,
+                        self._codec_options, 0, self._server_id),
+        )
+        self._id = cursor_id
+        if cursor_id == 0:
+            self._killed = True
+        self._data.extend(docs)
+
+    async def _refresh(self) -> int:
+        if not self._data and not self._killed:
+            await self._get_more()
+        return len(self._data)
+
+    async def next(self) -> Any:
+        while not self._data:
+            if self._killed:
+                raise StopAsyncIteration
+            await self._get_more()
+        return self._data.popleft()
+
+    __anext__ = next
+
+    def __aiter__(self) -> "AsyncCommandCursor":
+        return self
+
+    async def try_next(self) -> Any:
+        """The next document, or None if none is buffered and one getMore brings none."""
+        if not self._data and not self._killed:
+            await self._get_more()
+        return self._data.popleft() if self._data else None
+
+    async def to_list(self, length: int | None = None) -> list[Any]:
+        if length is not None:
+            if not isinstance(length, int) or isinstance(length, bool):
+                raise TypeError("length must be an int or None")
+            if length < 1:
+                raise ValueError("to_list() length must be greater than 0")
+        out: list[Any] = []
+        while length is None or len(out) < length:
+            if not self._data:
+                if self._killed:
+                    break
+                await self._get_more()
+                continue
+            take = len(self._data) if length is None else min(len(self._data), length - len(out))
+            out.extend(self._data.popleft() for _ in range(take))
+        return out
+
+    # ---- closing ---------------------------------------------------------------------------
+
+    def _kill_request(self) -> Any:
+        """Send killCursors without waiting (fire and forget: it never raises), if needed."""
+        if self._killed or not self._id:
+            self._killed = True
+            return None
+        self._killed = True
+        core = self._core
+        if core is None or core.closed:
+            return None
+        cmd = _encode({"killCursors": self._coll_name, "cursors": [Int64(self._id)]})
+        return core.submit(_core.OP_COMMAND, _core.RES_NONE, self._db_name, None, cmd, None, None,
+                           _core.FLAG_QUIET, self._server_id)
+
+    async def close(self) -> None:
+        self._data.clear()
+        try:
+            future = self._kill_request()
+        except InvalidOperation:  # the client closed meanwhile: the server dropped the cursor
+            return
+        if future is not None:
+            await future
+
+    async def __aenter__(self) -> "AsyncCommandCursor":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        # Collected unfinished: kill it on the server, if a loop is running to carry the request.
+        if getattr(self, "_killed", True):
+            return
+        try:
+            self._kill_request()
+        except Exception:
+            pass  # no running loop or a closed client: the server times the cursor out
+
+
+async def run_cursor_command(
+    client: "AsyncMongoClient",
+    db_name: str,
+    command: Mapping[str, Any],
+    codec_options: CodecOptions,
+    read_opts: bytes | None = None,
+    op: int = _core.OP_READ,
+    batch_size: int | None = None,
+    max_await_time_ms: int | None = None,
+    comment: Any = None,
+    cursor_class: type = AsyncCommandCursor,
+) -> Any:
+    """Run a command that opens a cursor (its server pinned for the getMores) and wrap it."""
+    core = client._core
+    first = await execute(
+        core,
+        core.submit(op, _core.RES_CURSOR, db_name, None, _encode(command, False, codec_options),
+                    read_opts, codec_options, _core.FLAG_PIN),
+    )
+    return cursor_class(client, db_name, first, codec_options, batch_size, max_await_time_ms, comment)
+
+
+def __getattr__(name: str) -> Any:
+    # PyMongo users import AsyncCursor from the cursor module; it lives in _find_cursor (which
+    # imports this module), so it is resolved lazily.
+    if name == "AsyncCursor":
+        from asyncmongo._find_cursor import AsyncCursor
+
+        return AsyncCursor
+    raise AttributeError(name)
