@@ -55,7 +55,7 @@ def flags():
     )
 
 
-SOURCES = ["module.c", "client.c", "completion.c", "jobs.c", "workers.c", "errors.c", "log.c", "apm.c"]
+SOURCES = ["module.c", "client.c", "completion.c", "jobs.c", "workers.c", "errors.c", "log.c", "apm.c", "sessions.c"]
 
 setup(
     ext_modules=[

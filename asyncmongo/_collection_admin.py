@@ -115,7 +115,7 @@ class _AdminMixin:
             if exc.code != 26:  # NamespaceNotFound reads as no indexes, as PyMongo
                 raise
             return AsyncCommandCursor(
-                client, self._db_name, (0, self._full_name, [], 0), _INDEX_CODEC_OPTIONS,
+                client, self._db_name, (0, self._full_name, [], 0, None), _INDEX_CODEC_OPTIONS,
                 comment=comment,
             )
 

@@ -158,9 +158,9 @@ class _ReadsMixin:
             core.submit(op, _core.RES_CURSOR, self._db_name, None, raw, opts, self._codec_options,
                         _core.FLAG_PIN),
         )
-        cursor_id, ns, docs, server_id = first
+        cursor_id, ns, docs, server_id, session = first
         return AsyncCommandCursor(
-            self._client, self._db_name, (cursor_id, ns or self._full_name, docs, server_id),
+            self._client, self._db_name, (cursor_id, ns or self._full_name, docs, server_id, session),
             self._codec_options, batch_size or 0, max_await_time_ms, kwargs.get("comment"),
         )
 

@@ -67,6 +67,13 @@ def _check_size(cmd: bytes) -> bytes:
     return check_command_size(cmd)
 
 
+def _is_update_document(document: Any) -> bool:
+    """An update (operators, or a pipeline) rather than a replacement document."""
+    if isinstance(document, list):
+        return True
+    return bool(document) and next(iter(document)).startswith("$")
+
+
 def _hint_value(hint: Any) -> Any:
     return hint if isinstance(hint, str) else _index_document(hint)
 
@@ -255,6 +262,34 @@ class _WritesMixin:
             pass  # with w=0 PyMongo never sees the server's verdict either
         return None
 
+    async def _single_write(
+        self, kind: int, spec: dict[str, Any], let: Any, comment: Any, bypass: bool | None
+    ) -> Any:
+        """One single-document update/replace/delete as a one-operation libmongoc bulk: unlike the
+        update/delete command path, libmongoc 1.23 makes it a retryable write (txnNumber), as
+        PyMongo's are. Write errors raise WriteError/DuplicateKeyError and write concern errors
+        WriteConcernError (RES_WRITE); returns libmongoc's bulk counts, or None when unacknowledged."""
+        opts: dict[str, Any] = {"ordered": True}
+        if self._write_opts is not None:
+            opts["writeConcern"] = self._write_concern.document
+        if let is not None:
+            opts["let"] = let
+        if comment is not None:
+            opts["comment"] = comment
+        raw = _check_size(_encode(dict(spec, op=kind), False, self._codec_options))
+        core = self._client._core
+        future = core.submit(
+            _OP_BULK, _RES_WRITE, self._db_name, self._name, raw, _encode(opts), None,
+            _core.FLAG_BYPASS if bypass else 0,
+        )
+        if self._acknowledged:
+            return await execute(core, future)
+        try:
+            await execute(core, future)
+        except OperationFailure:
+            pass  # with w=0 PyMongo never sees the server's verdict either
+        return None
+
     async def _update(
         self,
         filter: Any,
@@ -286,6 +321,29 @@ class _WritesMixin:
         if sort is not None:
             _validate_is_mapping("sort", sort)
             spec["sort"] = sort
+        if not multi and sort is None and bypass_document_validation is not False:
+            # Retryable: see _single_write. (libmongoc's bulk API takes no per-update sort.)
+            opts = {k: v for k, v in spec.items() if k in ("upsert", "collation", "arrayFilters", "hint")}
+            opts["validate"] = False  # the server judges the document, as with PyMongo
+            if let is not None:
+                _validate_is_mapping("let", let)
+            counts = await self._single_write(
+                3 if not _is_update_document(document) else 1,
+                {"d": filter, "u": document, "o": opts}, let, comment, bypass_document_validation,
+            )
+            if counts is None:
+                return UpdateResult(None, False)
+            # PyMongo's raw_result, from libmongoc's bulk counts.
+            upserted = counts.get("upserted") or []
+            result: dict[str, Any] = {
+                "n": counts.get("nMatched", 0) + counts.get("nUpserted", 0),
+                "nModified": counts.get("nModified", 0),
+                "ok": 1.0,
+                "updatedExisting": bool(counts.get("nMatched")) and not upserted,
+            }
+            if upserted:
+                result["upserted"] = upserted[0]["_id"]
+            return UpdateResult(result, True)
         cmd: dict[str, Any] = {"update": self._name, "ordered": True, "updates": [spec]}
         if let is not None:
             _validate_is_mapping("let", let)
@@ -389,6 +447,14 @@ class _WritesMixin:
             spec["collation"] = collation
         if hint is not None:
             spec["hint"] = _hint_value(hint)
+        if not multi:
+            if let is not None:
+                common.validate_is_document_type("let", let)
+            opts = {k: v for k, v in spec.items() if k in ("collation", "hint")}
+            counts = await self._single_write(4, {"d": filter, "o": opts}, let, comment, None)
+            if counts is None:
+                return DeleteResult({"ok": 1}, False)
+            return DeleteResult({"n": counts.get("nRemoved", 0), "ok": 1.0}, True)
         cmd: dict[str, Any] = {"delete": self._name, "ordered": True, "deletes": [spec]}
         if let is not None:
             common.validate_is_document_type("let", let)

@@ -464,12 +464,12 @@ class AsyncCursor:
             # Nothing opened on the server that we know of; the cursor is done (as PyMongo's).
             self._killed = True
             raise
-        cursor_id, ns, docs, server_id = first
+        cursor_id, ns, docs, server_id, session = first
         if ns and "." in ns:  # getMores go to the namespace the server names
             self._dbname, self._collname = ns.split(".", 1)
         else:
             ns = f"{self._dbname}.{self._collname}"
-        inner = AsyncCommandCursor(client, self._dbname, (cursor_id, ns, docs, server_id),
+        inner = AsyncCommandCursor(client, self._dbname, (cursor_id, ns, docs, server_id, session),
                                    self._codec_options, None, self._max_await_time_ms,
                                    self._comment)
         self._inner = inner

@@ -13,7 +13,7 @@ from urllib.parse import quote
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, DatetimeConversion, TypeRegistry
 from pymongo import common, uri_parser
-from pymongo.errors import ConfigurationError, InvalidURI
+from pymongo.errors import ConfigurationError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference, make_read_preference, read_pref_mode_from_name
 from pymongo.write_concern import WriteConcern
@@ -267,4 +267,4 @@ def _mongoc_version() -> str:
     return _core.MONGOC_VERSION
 
 
-__all__ = ["ClientOptions", "MAX_BSON_SIZE", "InvalidURI"]
+__all__ = ["ClientOptions", "MAX_BSON_SIZE"]

@@ -163,7 +163,7 @@ class AsyncMongoClient:
                         DEFAULT_CODEC_OPTIONS),
         )
         return AsyncCommandCursor(
-            self, "admin", (0, "admin.$cmd", reply["databases"], 0), DEFAULT_CODEC_OPTIONS,
+            self, "admin", (0, "admin.$cmd", reply["databases"], 0, None), DEFAULT_CODEC_OPTIONS,
             comment=comment,
         )
 

@@ -34,13 +34,13 @@ class AsyncCommandCursor:
         self,
         client: "AsyncMongoClient",
         db_name: str,
-        first: tuple[int, str | None, list[Any], int],
+        first: tuple[int, str | None, list[Any], int, Any],
         codec_options: CodecOptions,
         batch_size: int | None = None,
         max_await_time_ms: int | None = None,
         comment: Any = None,
     ) -> None:
-        cursor_id, ns, docs, server_id = first
+        cursor_id, ns, docs, server_id, session = first
         self._client = client
         self._core = client._core
         self._db_name = db_name
@@ -48,6 +48,9 @@ class AsyncCommandCursor:
         self._ns = ns or ""
         self._coll_name = self._ns.split(".", 1)[1] if "." in self._ns else ""
         self._server_id = server_id
+        # The session the server cursor lives in (a core capsule), for the getMores; None when
+        # the first batch was the last or the core fell back to implicit sessions.
+        self._session = session
         self._codec_options = codec_options
         self._batch_size = batch_size
         self._max_await_time_ms = max_await_time_ms
@@ -91,14 +94,15 @@ class AsyncCommandCursor:
             cmd["comment"] = self._comment
         core = self._core
         # A failed or cancelled fetch changes nothing here: the cursor stays closable.
-        cursor_id, _ns, docs, _sid = await execute(
+        cursor_id, _ns, docs, _sid, _ = await execute(
             core,
             core.submit(_core.OP_READ, _core.RES_CURSOR, self._db_name, None, _encode(cmd), None,
-                        self._codec_options, 0, self._server_id),
+                        self._codec_options, 0, self._server_id, self._session),
         )
         self._id = cursor_id
         if cursor_id == 0:
             self._killed = True
+            self._session = None
         self._data.extend(docs)
 
     async def _refresh(self) -> int:
@@ -153,8 +157,9 @@ class AsyncCommandCursor:
         if core is None or core.closed:
             return None
         cmd = _encode({"killCursors": self._coll_name, "cursors": [Int64(self._id)]})
+        session, self._session = self._session, None
         return core.submit(_core.OP_COMMAND, _core.RES_NONE, self._db_name, None, cmd, None, None,
-                           _core.FLAG_QUIET, self._server_id)
+                           _core.FLAG_QUIET, self._server_id, session)
 
     async def close(self) -> None:
         self._data.clear()

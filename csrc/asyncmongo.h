@@ -51,6 +51,21 @@ enum {
 #define AMONGO_ERROR_DOMAIN_CLOSED 1000 /* the client was closed before the job ran */
 
 typedef struct AmongoQueue AmongoQueue;
+typedef struct AmongoPool AmongoPool;
+
+/* The session of a server cursor. libmongoc gives every command its own implicit session, and a
+ * server refuses a getMore sent in another session than the command that opened the cursor. So a
+ * cursor-opening job takes a libmongoc client of its own from the pool, starts an explicit session
+ * on it, and the cursor keeps both (a capsule held by the Python cursor) for its getMores and its
+ * killCursors, run on any worker, one at a time (mu), until the cursor is exhausted or killed. */
+typedef struct AmongoCursorSession {
+    pthread_mutex_t mu;          /* held by the worker using client and cs */
+    mongoc_client_t *client;     /* NULL once released back to the pool */
+    mongoc_client_session_t *cs;
+    mongoc_client_pool_t *mpool;
+    AmongoPool *pool;            /* counts live sessions: libmongoc's pool outlives them */
+    long fork_generation;
+} AmongoCursorSession;
 
 /* A command monitoring event, recorded on the worker (plain C) and delivered on the loop thread. */
 typedef struct AmongoEvent {
@@ -67,7 +82,6 @@ typedef struct AmongoEvent {
     bson_t doc;              /* the command (started) or the reply (succeeded, failed) */
     bson_error_t error;
 } AmongoEvent;
-typedef struct AmongoPool AmongoPool;
 
 /* One operation. Inputs are set on the loop thread at submit and read-only afterwards; outputs are
  * written by exactly one worker, then read on the loop thread after the completion queue hands the
@@ -95,6 +109,10 @@ typedef struct AmongoJob {
     PyObject *owner;        /* the AmongoClient: keeps the pool alive while the job exists */
     PyObject *apm_sink;     /* callable(events) for command monitoring, or NULL */
     AmongoQueue *queue;     /* completion queue of the future's loop */
+    PyObject *session_obj;  /* capsule of the cursor's session (getMore, killCursors), or NULL */
+    AmongoCursorSession *session; /* borrowed from session_obj: used by the worker */
+    mongoc_client_pool_t *mpool;  /* where a cursor-opening job takes its session's client */
+    AmongoPool *pool;
 
     /* outputs, written by the worker */
     bool ok;
@@ -108,6 +126,7 @@ typedef struct AmongoJob {
     uint32_t out_server_id;
     int64_t elapsed_us;     /* time the worker spent in libmongoc */
     AmongoEvent *events, *events_tail; /* AMONGO_FLAG_APM: recorded in order */
+    AmongoCursorSession *out_session;  /* a cursor opened (AMONGO_FLAG_PIN): its session */
 } AmongoJob;
 
 /* Module state: everything the module holds, listed once in AMONGO_STATE_OBJECTS so that traverse
@@ -172,6 +191,15 @@ void amongo_pool_wait_stopped_nogil(AmongoPool *pool);
 void amongo_pool_free(AmongoPool *pool);
 int amongo_pool_workers(AmongoPool *pool);
 int amongo_pool_queued(AmongoPool *pool);
+int amongo_pool_sessions(AmongoPool *pool);
+void amongo_pool_session_opened(AmongoPool *pool);
+void amongo_pool_session_closed(AmongoPool *pool);
+
+/* sessions.c */
+AmongoCursorSession *amongo_session_open_nogil(AmongoJob *job);
+void amongo_session_release_nogil(AmongoCursorSession *s);
+PyObject *amongo_session_capsule(AmongoCursorSession *s); /* NEW; steals s */
+AmongoCursorSession *amongo_session_from_capsule(PyObject *capsule); /* BORROWED, NULL + error */
 
 /* completion.c */
 int amongo_queue_init_type(PyObject *module, AmongoState *st);

@@ -102,8 +102,9 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     mongoc_client_pool_set_error_api(mpool, MONGOC_ERROR_API_VERSION_2);
     if (apm_sink != Py_None)
         amongo_apm_install(mpool); /* before the first client leaves the pool */
-    /* One client per worker, plus slack for a worker that is exiting while its successor starts. */
-    mongoc_client_pool_max_size(mpool, (uint32_t)max_workers + 1);
+    /* One client per worker, plus slack for a worker that is exiting while its successor starts,
+     * and room for cursors that keep a client for their session (sessions.c). */
+    mongoc_client_pool_max_size(mpool, 2 * (uint32_t)max_workers + 1);
     AmongoPool *pool = amongo_pool_new(mpool, max_workers);
     PyObject *queues = PyDict_New();
     AmongoClient *self = pool && queues ? (AmongoClient *)type->tp_alloc(type, 0) : NULL;
@@ -137,10 +138,14 @@ static PyObject *
 client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
 {
     AmongoState *st = client_state(self);
-    if (nargs < 7 || nargs > 9) {
-        PyErr_SetString(PyExc_TypeError, "submit() takes 7 to 9 arguments");
+    if (nargs < 7 || nargs > 10) {
+        PyErr_SetString(PyExc_TypeError, "submit() takes 7 to 10 arguments");
         return NULL;
     }
+    PyObject *session = nargs > 9 && args[9] != Py_None ? args[9] : NULL;
+    AmongoCursorSession *cursor_session = session ? amongo_session_from_capsule(session) : NULL;
+    if (session && !cursor_session)
+        return NULL;
     long op = PyLong_AsLong(args[0]);
     long result_kind = PyLong_AsLong(args[1]);
     unsigned long flags = nargs > 7 ? PyLong_AsUnsignedLong(args[7]) : 0;
@@ -184,6 +189,12 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
     job->flags = (unsigned)flags;
     job->server_id = (uint32_t)server_id;
     job->socket_timeout_ms = self->socket_timeout_ms;
+    job->mpool = self->mpool;
+    job->pool = self->pool;
+    if (session) {
+        job->session_obj = Py_NewRef(session);
+        job->session = cursor_session;
+    }
     job->db = db_utf8;
     job->coll = coll_utf8;
     job->cmd = (const uint8_t *)PyBytes_AS_STRING(cmd);
@@ -385,8 +396,10 @@ client_stats(AmongoClient *self, PyObject *Py_UNUSED(ignored))
 {
     int workers = self->pool && !client_forked(self) ? amongo_pool_workers(self->pool) : 0;
     int queued = self->pool && !client_forked(self) ? amongo_pool_queued(self->pool) : 0;
-    return Py_BuildValue("{s:i,s:i,s:n,s:i}", "workers", workers, "queued", queued, "loops",
-                         PyDict_GET_SIZE(self->queues), "max_workers", self->max_workers);
+    int sessions = self->pool && !client_forked(self) ? amongo_pool_sessions(self->pool) : 0;
+    return Py_BuildValue("{s:i,s:i,s:n,s:i,s:i}", "workers", workers, "queued", queued, "loops",
+                         PyDict_GET_SIZE(self->queues), "max_workers", self->max_workers,
+                         "cursor_sessions", sessions);
 }
 
 static PyObject *
@@ -446,7 +459,7 @@ client_dealloc(AmongoClient *self)
 
 static PyMethodDef client_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))client_submit, METH_FASTCALL,
-     "submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0) -> Future"},
+     "submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0, session=None)"},
     {"cancel", (PyCFunction)client_cancel, METH_O, "cancel(future) -> bool: unqueue a job not yet run"},
     {"close", (PyCFunction)client_close, METH_NOARGS, "close() -> Future | None"},
     {"destroy", (PyCFunction)client_destroy, METH_NOARGS, "destroy(): release the pool after close"},

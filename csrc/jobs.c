@@ -24,6 +24,12 @@ amongo_job_free(AmongoJob *job)
         atomic_fetch_sub_explicit(&amongo_counters.replies_live, 1, memory_order_relaxed);
     }
     bson_free(job->batch);
+    if (job->out_session) { /* opened but never handed to a cursor (e.g. it was cancelled) */
+        amongo_session_release_nogil(job->out_session);
+        pthread_mutex_destroy(&job->out_session->mu);
+        free(job->out_session);
+    }
+    Py_XDECREF(job->session_obj);
     amongo_apm_free_events(job);
     Py_XDECREF(job->apm_sink);
     Py_XDECREF(job->future);
@@ -113,6 +119,28 @@ job_extract_batch_nogil(AmongoJob *job)
     }
 }
 
+/* After a cursor command: keep a session that opened a live cursor; release one whose cursor is
+ * done (exhausted, killed, failed); unlock the cursor's session taken for this job. */
+static void
+job_finish_session_nogil(AmongoJob *job, AmongoCursorSession *opened)
+{
+    bool live = job->ok && job->cursor_id != 0 && job->result_kind == AMONGO_RES_CURSOR;
+    if (opened) {
+        if (live) {
+            job->out_session = opened;
+        } else {
+            amongo_session_release_nogil(opened);
+            pthread_mutex_destroy(&opened->mu);
+            free(opened);
+        }
+    }
+    if (job->session) {
+        if (!live)
+            amongo_session_release_nogil(job->session);
+        pthread_mutex_unlock(&job->session->mu);
+    }
+}
+
 /* {mode: "secondary", tags: [...], maxStalenessSeconds: n} -> mongoc_read_prefs_t (caller frees). */
 static mongoc_read_prefs_t *
 job_read_prefs_nogil(bson_iter_t *doc)
@@ -170,6 +198,24 @@ job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
     if (bson_iter_init_find(&it, &opts_static, "$readPreference") && BSON_ITER_HOLDS_DOCUMENT(&it))
         prefs = job_read_prefs_nogil(&it);
 
+    /* A cursor's getMores and killCursors run in the session that opened it (sessions.c). */
+    mongoc_client_t *use_client = client;
+    mongoc_client_session_t *cs = NULL;
+    AmongoCursorSession *opened = NULL;
+    if (job->session) {
+        pthread_mutex_lock(&job->session->mu);
+        if (job->session->client) {
+            use_client = job->session->client;
+            cs = job->session->cs;
+        }
+    } else if ((job->flags & AMONGO_FLAG_PIN) && job->mpool) {
+        opened = amongo_session_open_nogil(job);
+        if (opened) {
+            use_client = opened->client;
+            cs = opened->cs;
+        }
+    }
+
     /* Cursor owners pin their server: getMore and killCursors must reach the same one. */
     uint32_t server_id = job->server_id;
     if (!server_id && (job->flags & AMONGO_FLAG_PIN)) {
@@ -177,45 +223,48 @@ job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
         /* A read without its own preference follows the client's, as the command itself would. */
         const mongoc_read_prefs_t *select_prefs = prefs;
         if (!select_prefs && job->op == AMONGO_OP_READ)
-            select_prefs = mongoc_client_get_read_prefs(client);
+            select_prefs = mongoc_client_get_read_prefs(use_client);
         mongoc_server_description_t *sd = mongoc_client_select_server(
-            client, for_writes, for_writes ? NULL : select_prefs, &job->error);
+            use_client, for_writes, for_writes ? NULL : select_prefs, &job->error);
         if (!sd) {
             bson_init(&job->reply);
             job_keep_reply_nogil(job);
             if (prefs)
                 mongoc_read_prefs_destroy(prefs);
             bson_destroy(&opts_static);
+            job_finish_session_nogil(job, opened);
             return;
         }
         server_id = mongoc_server_description_id(sd);
         mongoc_server_description_destroy(sd);
     }
     const bson_t *use_opts = &opts_static;
-    if (server_id || prefs) {
+    if (server_id || prefs || cs) {
         bson_init(&opts);
         bson_copy_to_excluding_noinit(&opts_static, &opts, "$readPreference", NULL);
         if (server_id)
             BSON_APPEND_INT32(&opts, "serverId", (int32_t)server_id);
+        if (cs)
+            mongoc_client_session_append(cs, &opts, NULL);
         use_opts = &opts;
     }
     job->out_server_id = server_id;
 
     switch (job->op) {
     case AMONGO_OP_READ:
-        job->ok = mongoc_client_read_command_with_opts(client, job->db, &cmd, prefs, use_opts,
+        job->ok = mongoc_client_read_command_with_opts(use_client, job->db, &cmd, prefs, use_opts,
                                                        &job->reply, &job->error);
         break;
     case AMONGO_OP_WRITE:
-        job->ok = mongoc_client_write_command_with_opts(client, job->db, &cmd, use_opts, &job->reply,
+        job->ok = mongoc_client_write_command_with_opts(use_client, job->db, &cmd, use_opts, &job->reply,
                                                         &job->error);
         break;
     case AMONGO_OP_READ_WRITE:
-        job->ok = mongoc_client_read_write_command_with_opts(client, job->db, &cmd, NULL, use_opts,
+        job->ok = mongoc_client_read_write_command_with_opts(use_client, job->db, &cmd, NULL, use_opts,
                                                              &job->reply, &job->error);
         break;
     default:
-        job->ok = mongoc_client_command_with_opts(client, job->db, &cmd, prefs, use_opts, &job->reply,
+        job->ok = mongoc_client_command_with_opts(use_client, job->db, &cmd, prefs, use_opts, &job->reply,
                                                   &job->error);
         break;
     }
@@ -227,6 +276,7 @@ job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
     bson_destroy(&opts_static);
     if (job->ok && (job->result_kind == AMONGO_RES_FIRST || job->result_kind == AMONGO_RES_CURSOR))
         job_extract_batch_nogil(job);
+    job_finish_session_nogil(job, opened);
 }
 
 /* Keys are left to the server's rules, not libmongoc 1.23's older client-side checks. */
@@ -430,9 +480,20 @@ job_result(AmongoState *st, AmongoJob *job)
             Py_DECREF(docs);
             return NULL;
         }
-        PyObject *r = Py_BuildValue("(LNNk)", (long long)job->cursor_id, ns, docs,
-                                    (unsigned long)job->out_server_id);
-        return r;
+        PyObject *session = Py_None;
+        if (job->out_session) {
+            session = amongo_session_capsule(job->out_session); /* steals it */
+            job->out_session = NULL;
+            if (!session) {
+                Py_DECREF(docs);
+                Py_DECREF(ns);
+                return NULL;
+            }
+        } else {
+            Py_INCREF(session);
+        }
+        return Py_BuildValue("(LNNkN)", (long long)job->cursor_id, ns, docs,
+                             (unsigned long)job->out_server_id, session);
     }
     case AMONGO_RES_WRITE:
     case AMONGO_RES_BULK:

@@ -18,6 +18,7 @@ struct AmongoPool {
     int queued;
     int workers;             /* threads that will still take jobs (spawn decisions) */
     int alive;               /* threads that still hold a libmongoc client (shutdown waits on it) */
+    int sessions;            /* cursor sessions holding a libmongoc client (shutdown waits too) */
     int waiting;             /* threads blocked in work_cv */
     bool stopping;
     AmongoJob *barrier;      /* finished by the last worker to exit after stop */
@@ -229,7 +230,7 @@ void
 amongo_pool_wait_stopped_nogil(AmongoPool *pool)
 {
     pthread_mutex_lock(&pool->mu);
-    while (pool->alive > 0)
+    while (pool->alive > 0 || pool->sessions > 0)
         pthread_cond_wait(&pool->exit_cv, &pool->mu);
     pthread_mutex_unlock(&pool->mu);
 }
@@ -250,4 +251,30 @@ amongo_pool_queued(AmongoPool *pool)
     int n = pool->queued;
     pthread_mutex_unlock(&pool->mu);
     return n;
+}
+
+int
+amongo_pool_sessions(AmongoPool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    int n = pool->sessions;
+    pthread_mutex_unlock(&pool->mu);
+    return n;
+}
+
+void
+amongo_pool_session_opened(AmongoPool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    pool->sessions++;
+    pthread_mutex_unlock(&pool->mu);
+}
+
+void
+amongo_pool_session_closed(AmongoPool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    pool->sessions--;
+    pthread_cond_broadcast(&pool->exit_cv);
+    pthread_mutex_unlock(&pool->mu);
 }
