@@ -246,21 +246,25 @@ class _WritesMixin:
 
     # ---- update / replace ------------------------------------------------------------------
 
-    async def _write_command(self, cmd: dict[str, Any]) -> Any:
-        """Run an update/delete command (libmongoc retries single-document ones); the reply, or
-        None for an unacknowledged write, whose outcome the server does not report."""
-        raw = _check_size(_encode(cmd, False, self._codec_options))
-        core = self._client._core
-        future = core.submit(
-            _OP_WRITE, _RES_WRITE, self._db_name, None, raw, self._write_opts, None
-        )
+    async def _await_write(self, core: Any, future: Any) -> Any:
+        """The write's reply, or None for an unacknowledged write, whose outcome the server does
+        not report (with w=0 PyMongo never sees the server's verdict either)."""
         if self._acknowledged:
             return await execute(core, future)
         try:
             await execute(core, future)
         except OperationFailure:
-            pass  # with w=0 PyMongo never sees the server's verdict either
+            pass
         return None
+
+    async def _write_command(self, cmd: dict[str, Any]) -> Any:
+        """Run a multi-document update/delete command (not retryable, as PyMongo's are not)."""
+        raw = _check_size(_encode(cmd, False, self._codec_options))
+        core = self._client._core
+        future = core.submit(
+            _OP_WRITE, _RES_WRITE, self._db_name, None, raw, self._write_opts, None
+        )
+        return await self._await_write(core, future)
 
     async def _single_write(
         self, kind: int, spec: dict[str, Any], let: Any, comment: Any, bypass: bool | None
@@ -282,13 +286,7 @@ class _WritesMixin:
             _OP_BULK, _RES_WRITE, self._db_name, self._name, raw, _encode(opts), None,
             _core.FLAG_BYPASS if bypass else 0,
         )
-        if self._acknowledged:
-            return await execute(core, future)
-        try:
-            await execute(core, future)
-        except OperationFailure:
-            pass  # with w=0 PyMongo never sees the server's verdict either
-        return None
+        return await self._await_write(core, future)
 
     async def _update(
         self,
