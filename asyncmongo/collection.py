@@ -19,6 +19,7 @@ from pymongo import common, helpers_shared
 from pymongo.collation import validate_collation_or_none
 from pymongo.errors import BulkWriteError, DocumentTooLarge, InvalidName, InvalidOperation
 from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import _ServerMode
 from pymongo.results import InsertManyResult, InsertOneResult
 from pymongo.write_concern import WriteConcern
 
@@ -70,6 +71,27 @@ def check_command_size(cmd: bytes) -> bytes:
     return cmd
 
 
+def check_options(codec_options: Any, read_preference: Any, write_concern: Any, read_concern: Any) -> None:
+    """The type checks (and messages) of PyMongo's BaseObject."""
+    if not isinstance(codec_options, CodecOptions):
+        raise TypeError("codec_options must be an instance of bson.codec_options.CodecOptions")
+    if not isinstance(read_preference, _ServerMode):
+        raise TypeError(
+            f"{read_preference!r} is not valid for read_preference. See "
+            "pymongo.read_preferences for valid options."
+        )
+    if not isinstance(write_concern, WriteConcern):
+        raise TypeError(
+            "write_concern must be an instance of pymongo.write_concern.WriteConcern, "
+            f"not {type(write_concern)}"
+        )
+    if not isinstance(read_concern, ReadConcern):
+        raise TypeError(
+            "read_concern must be an instance of pymongo.read_concern.ReadConcern, "
+            f"not {type(read_concern)}"
+        )
+
+
 class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
     def __init__(
         self,
@@ -91,6 +113,8 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         self._read_preference = read_preference or database.read_preference
         self._write_concern = write_concern or database.write_concern
         self._read_concern = read_concern or database.read_concern
+        check_options(self._codec_options, self._read_preference, self._write_concern,
+                      self._read_concern)
         # Concerns equal to the client's are applied by libmongoc itself; others travel as options.
         wc = self._write_concern
         self._write_opts = (

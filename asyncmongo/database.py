@@ -22,7 +22,7 @@ from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
 from asyncmongo._execute import execute, refuse_session
-from asyncmongo.collection import AsyncCollection, check_command_size
+from asyncmongo.collection import AsyncCollection, check_command_size, check_options
 from asyncmongo.cursor import AsyncCommandCursor, run_cursor_command
 
 _encode = bson.encode
@@ -37,26 +37,6 @@ def _primary_read(client: "AsyncMongoClient") -> tuple[int, bytes | None]:
         return _core.OP_COMMAND, None  # a plain command goes to the primary, with no read concern
     return _core.OP_READ, (None if client.read_preference.mode == 0 else _PRIMARY_OPTS)
 
-
-def _check_options(codec_options: Any, read_preference: Any, write_concern: Any, read_concern: Any) -> None:
-    """The type checks (and messages) of PyMongo's BaseObject."""
-    if not isinstance(codec_options, CodecOptions):
-        raise TypeError("codec_options must be an instance of bson.codec_options.CodecOptions")
-    if not isinstance(read_preference, _ServerMode):
-        raise TypeError(
-            f"{read_preference!r} is not valid for read_preference. See "
-            "pymongo.read_preferences for valid options."
-        )
-    if not isinstance(write_concern, WriteConcern):
-        raise TypeError(
-            "write_concern must be an instance of pymongo.write_concern.WriteConcern, "
-            f"not {type(write_concern)}"
-        )
-    if not isinstance(read_concern, ReadConcern):
-        raise TypeError(
-            "read_concern must be an instance of pymongo.read_concern.ReadConcern, "
-            f"not {type(read_concern)}"
-        )
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
@@ -86,7 +66,7 @@ class AsyncDatabase:
         self._read_preference = read_preference or client.read_preference
         self._write_concern = write_concern or client.write_concern
         self._read_concern = read_concern or client.read_concern
-        _check_options(self._codec_options, self._read_preference, self._write_concern,
+        check_options(self._codec_options, self._read_preference, self._write_concern,
                        self._read_concern)
         if not isinstance(name, str):
             raise TypeError(f"name must be an instance of str, not {type(name)}")

@@ -4,6 +4,7 @@ jobs_submitted counter does not move, and PyMongo's sync client (the witness) se
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import gc
@@ -540,3 +541,24 @@ async def test_session_argument_is_refused_not_ignored(coll, sync_client, op):
             with nothing_submitted(), pytest.raises(InvalidOperation, match="session"):
                 await _SESSION_OPS[op](coll, s)
     await assert_usable(coll, sync_client, expected_count=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"codec_options": 1}, {"read_preference": "secondary"}, {"write_concern": {"w": 1}},
+     {"read_concern": "majority"}],
+)
+def test_collection_options_are_type_checked_as_pymongo(server, kwargs):
+    witness = pymongo.MongoClient(server.uri, connect=False)
+    try:
+        with pytest.raises(TypeError) as expected:
+            witness.db.get_collection("c", **kwargs)
+    finally:
+        witness.close()
+    client = AsyncMongoClient(server.uri, connect=False)
+    try:
+        with pytest.raises(TypeError) as got:
+            client.db.get_collection("c", **kwargs)
+        assert str(got.value) == str(expected.value)
+    finally:
+        asyncio.run(client.close())
