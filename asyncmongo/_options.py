@@ -245,6 +245,14 @@ class ClientOptions:
                 continue
             name, kind = _URI_OPTIONS[key]
             params.extend(f"{name}={quote(v, safe=':,')}" for v in _render(kind, value))
+        if (
+            not self.srv_uri
+            and len(self.nodes) == 1
+            and not {"directconnection", "replicaset", "loadbalanced"} & self.options.keys()
+        ):
+            # PyMongo discovers the topology from a lone seed (directConnection defaults to false);
+            # libmongoc 1.23 connects directly to a lone seed unless told directConnection=false.
+            params.append("directConnection=false")
         if self.srv_uri:
             base = self.srv_uri
             sep = "&" if "?" in base else ("?" if base.count("/") > 2 else "/?")

@@ -310,7 +310,9 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         """The first document matching ``filter`` (a mapping, or an ``_id`` value), or None."""
         cmd = self._find_one_command(filter, *args, **kwargs)
         core = self._client._core
-        future = core.submit(_OP_READ, _RES_FIRST, self._db_name, None, cmd, None, self._codec_options)
+        future = core.submit(
+            _OP_READ, _RES_FIRST, self._db_name, None, cmd, self._find_opts(), self._codec_options
+        )
         try:
             return await future
         except CancelledError:
@@ -365,8 +367,8 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
             cmd["let"] = let
         if allow_disk_use is not None:
             cmd["allowDiskUse"] = common.validate_boolean("allow_disk_use", allow_disk_use)
-        if self._read_concern_doc:
-            cmd["readConcern"] = self._read_concern_doc
+        # The collection's read concern and read preference travel in the job's options
+        # (_find_opts), where libmongoc puts them, once, into the command.
         return check_command_size(_encode(cmd, False, self._codec_options))
 
     # ---- collection-level ------------------------------------------------------------------

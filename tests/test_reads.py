@@ -18,6 +18,7 @@ from pymongo.collation import Collation
 from pymongo.errors import (
     InvalidOperation,
     OperationFailure,
+    ServerSelectionTimeoutError,
     WriteConcernError,
 )
 from pymongo.read_concern import ReadConcern
@@ -266,6 +267,37 @@ async def test_read_preference_is_honoured(coll, data):
     assert sorted(await sp.distinct("m")) == [0, 1, 2, 3]
 
 
+async def test_lone_seed_discovers_the_replica_set(make_client, server, db_name, data):
+    # As PyMongo: a URI with one host and no directConnection discovers the topology, here a
+    # one-member replica set, so a secondary read finds no server; directConnection=true makes the
+    # topology Single, where any read preference may use the one server.
+    reads = [
+        lambda c: c.find_one({"m": 1}),
+        lambda c: c.find({"m": 1}).to_list(),
+        lambda c: c.count_documents({}),
+        lambda c: c.distinct("m"),
+        lambda c: c.estimated_document_count(),
+    ]
+    rp = ReadPreference.SECONDARY
+    discovered = make_client(serverSelectionTimeoutMS=300)[db_name].get_collection(
+        "items", read_preference=rp)
+    direct = make_client(server.uri + "/?directConnection=true")[db_name].get_collection(
+        "items", read_preference=rp)
+    witness = pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=300)
+    try:
+        theirs = witness[db_name].get_collection("items", read_preference=rp)
+        for read in reads:
+            with pytest.raises(ServerSelectionTimeoutError):
+                read(theirs)
+            with pytest.raises(ServerSelectionTimeoutError):
+                await read(discovered)
+            await read(direct)  # no error
+        assert witness.topology_description.topology_type_name == "ReplicaSetWithPrimary"
+    finally:
+        witness.close()
+    assert await direct.find_one({"m": 1}, sort=[("_id", 1)]) == data.find_one({"m": 1}, sort=[("_id", 1)])
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -280,6 +312,7 @@ async def test_commands_sent_are_pymongos(make_client, server, db_name, data, op
     # writeConcern only in a pipeline that writes.
     calls = [
         lambda c: c.find({"m": 1}, batch_size=4, sort=[("_id", 1)]),
+        lambda c: c.find_one({"m": 1}, sort=[("_id", -1)]),
         lambda c: c.aggregate([{"$match": {"m": 2}}, {"$sort": {"_id": 1}}], batchSize=3),
         lambda c: c.aggregate([{"$match": {"m": 3}}, {"$out": "out_cmds"}], batchSize=3),
         lambda c: c.aggregate([{"$match": {"m": 3}}, {"$merge": {"into": "merge_cmds"}}],
