@@ -15,7 +15,7 @@ from pymongo import common, helpers_shared
 from pymongo.errors import InvalidName, OperationFailure
 from pymongo.operations import IndexModel
 
-from asyncmongo._execute import refuse_session
+from asyncmongo.client_session import check_session
 from asyncmongo.cursor import AsyncCommandCursor, run_cursor_command
 
 # PyMongo returns index documents as SON, whatever the collection's codec options.
@@ -33,13 +33,15 @@ class _AdminMixin:
         self, indexes: Any, session: Any = None, comment: Any = None, **kwargs: Any
     ) -> list[str]:
         """Create the indexes described by a list of ``IndexModel``; returns their names."""
-        refuse_session(session)
+        session = check_session(self._client, session)
         common.validate_list("indexes", indexes)
         if comment is not None:
             kwargs["comment"] = comment
-        return await self._create_indexes(indexes, kwargs)
+        return await self._create_indexes(indexes, kwargs, session)
 
-    async def _create_indexes(self, indexes: Any, cmd_options: dict[str, Any]) -> list[str]:
+    async def _create_indexes(
+        self, indexes: Any, cmd_options: dict[str, Any], session: Any = None
+    ) -> list[str]:
         names: list[str] = []
         documents = []
         for index in indexes:
@@ -50,14 +52,16 @@ class _AdminMixin:
             documents.append(document)
         cmd: dict[str, Any] = {"createIndexes": self._name, "indexes": documents}
         cmd.update(cmd_options)
-        await self._database._write_command(cmd, self._write_opts, self._codec_options)
+        await self._database._write_command(
+            cmd, self._write_opts, self._codec_options, session=session
+        )
         return names
 
     async def create_index(
         self, keys: Any, session: Any = None, comment: Any = None, **kwargs: Any
     ) -> str:
         """Create one index; returns its name (generated as PyMongo does unless ``name`` is given)."""
-        refuse_session(session)
+        session = check_session(self._client, session)
         cmd_options: dict[str, Any] = {}
         # maxTimeMS belongs to the command, every other keyword to the index (as PyMongo).
         if "maxTimeMS" in kwargs:
@@ -65,7 +69,7 @@ class _AdminMixin:
         if comment is not None:
             cmd_options["comment"] = comment
         index = IndexModel(keys, **kwargs)
-        return (await self._create_indexes([index], cmd_options))[0]
+        return (await self._create_indexes([index], cmd_options, session))[0]
 
     async def drop_indexes(self, session: Any = None, comment: Any = None, **kwargs: Any) -> None:
         """Drop every index but ``_id``'s; a missing collection is not an error."""
@@ -82,7 +86,7 @@ class _AdminMixin:
     async def _drop_index(
         self, index_or_name: Any, session: Any, comment: Any, kwargs: dict[str, Any]
     ) -> None:
-        refuse_session(session)
+        session = check_session(self._client, session)
         name = index_or_name
         if isinstance(index_or_name, list):
             name = helpers_shared._gen_index_name(index_or_name)
@@ -93,13 +97,14 @@ class _AdminMixin:
         if comment is not None:
             cmd["comment"] = comment
         await self._database._write_command(
-            cmd, self._write_opts, self._codec_options, allowable_errors=_NS_NOT_FOUND
+            cmd, self._write_opts, self._codec_options, allowable_errors=_NS_NOT_FOUND,
+            session=session,
         )
 
     async def list_indexes(self, session: Any = None, comment: Any = None) -> AsyncCommandCursor:
         """A command cursor over the index documents (SON, as PyMongo's); empty if the collection
         does not exist."""
-        refuse_session(session)
+        session = check_session(self._client, session)
         from asyncmongo.database import _primary_read
 
         cmd: dict[str, Any] = {"listIndexes": self._name, "cursor": {}}
@@ -109,7 +114,8 @@ class _AdminMixin:
         op, opts = _primary_read(client)
         try:
             return await run_cursor_command(
-                client, self._db_name, cmd, _INDEX_CODEC_OPTIONS, opts, op, comment=comment
+                client, self._db_name, cmd, _INDEX_CODEC_OPTIONS, opts, op, comment=comment,
+                session=session,
             )
         except OperationFailure as exc:
             if exc.code != 26:  # NamespaceNotFound reads as no indexes, as PyMongo
@@ -136,7 +142,7 @@ class _AdminMixin:
     ) -> Any:
         """Rename this collection (``renameCollection`` on admin); extra keywords such as
         ``dropTarget=True`` go to the command. Returns the server's reply."""
-        refuse_session(session)
+        session = check_session(self._client, session)
         if not isinstance(new_name, str):
             raise TypeError(f"new_name must be an instance of str, not {type(new_name)}")
         if not new_name or ".." in new_name:
@@ -150,7 +156,7 @@ class _AdminMixin:
         if comment is not None:
             cmd["comment"] = comment
         return await self._database._write_command(
-            cmd, self._write_opts, self._codec_options, db_name="admin"
+            cmd, self._write_opts, self._codec_options, db_name="admin", session=session
         )
 
     async def options(self, session: Any = None, comment: Any = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pymongo.errors import ConfigurationError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo._execute import execute, refuse_session
+from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo._find_cursor import AsyncCursor, _check_size
 from asyncmongo.cursor import AsyncCommandCursor
 
@@ -99,7 +99,7 @@ class _ReadsMixin:
         A pipeline ending in ``$out`` or ``$merge`` runs on the primary with the collection's write
         concern.
         """
-        refuse_session(session)
+        session = check_session(self._client, session)
         if "explain" in kwargs:
             raise ConfigurationError(
                 "The explain option is not supported. Use AsyncDatabase.command instead."
@@ -152,16 +152,15 @@ class _ReadsMixin:
             cmd["collation"] = collation
         opts = _encode(opts_doc) if opts_doc else None
         raw = _check_size(_encode(cmd, False, self._codec_options))
-        core = self._client._core
-        first = await execute(
-            core,
-            core.submit(op, _core.RES_CURSOR, self._db_name, None, raw, opts, self._codec_options,
-                        _core.FLAG_PIN),
+        first = await run_in_session(
+            self._client._core, session, op, _core.RES_CURSOR, self._db_name, None, raw, opts,
+            self._codec_options, _core.FLAG_PIN,
         )
-        cursor_id, ns, docs, server_id, session = first
+        cursor_id, ns, docs, server_id, cursor_session = first
         return AsyncCommandCursor(
-            self._client, self._db_name, (cursor_id, ns or self._full_name, docs, server_id, session),
-            self._codec_options, batch_size or 0, max_await_time_ms, kwargs.get("comment"),
+            self._client, self._db_name,
+            (cursor_id, ns or self._full_name, docs, server_id, cursor_session),
+            self._codec_options, batch_size or 0, max_await_time_ms, kwargs.get("comment"), session,
         )
 
     # ---- counts ----------------------------------------------------------------------------
@@ -172,7 +171,7 @@ class _ReadsMixin:
         """The number of documents matching ``filter`` (an aggregation: ``$match``, ``$skip``,
         ``$limit``, ``$group``). Options: ``skip``, ``limit``, ``maxTimeMS``, ``collation``,
         ``hint``."""
-        refuse_session(session)
+        session = check_session(self._client, session)
         pipeline: list[dict[str, Any]] = [{"$match": filter}]
         if "skip" in kwargs:
             pipeline.append({"$skip": kwargs.pop("skip")})
@@ -189,12 +188,10 @@ class _ReadsMixin:
         if collation is not None:
             cmd["collation"] = collation
         raw = _check_size(_encode(cmd, False, self._codec_options))
-        core = self._client._core
         try:
-            result = await execute(
-                core,
-                core.submit(_OP_READ, _core.RES_FIRST, self._db_name, None, raw, self._find_opts(),
-                            self._reply_codec_options()),
+            result = await run_in_session(
+                self._client._core, session, _OP_READ, _core.RES_FIRST, self._db_name, None, raw,
+                self._find_opts(), self._reply_codec_options(),
             )
         except OperationFailure as exc:
             if exc.code == _NAMESPACE_NOT_FOUND:  # as PyMongo: no collection, no documents
@@ -213,11 +210,9 @@ class _ReadsMixin:
         cmd: dict[str, Any] = {"count": self._name}
         cmd.update(kwargs)
         raw = _check_size(_encode(cmd, False, self._codec_options))
-        core = self._client._core
-        reply = await execute(
-            core,
-            core.submit(_OP_READ, _RES_DOC, self._db_name, None, raw, self._find_opts(),
-                        self._reply_codec_options()),
+        reply = await run_in_session(
+            self._client._core, None, _OP_READ, _RES_DOC, self._db_name, None, raw,
+            self._find_opts(), self._reply_codec_options(),
         )
         return int(reply["n"])
 
@@ -236,7 +231,7 @@ class _ReadsMixin:
         ``maxTimeMS``, ``collation``."""
         if not isinstance(key, str):
             raise TypeError(f"key must be an instance of str, not {type(key)}")
-        refuse_session(session)
+        session = check_session(self._client, session)
         if filter is not None:
             if "query" in kwargs:
                 raise ConfigurationError("can't pass both filter and query")
@@ -253,10 +248,8 @@ class _ReadsMixin:
         if collation is not None:
             cmd["collation"] = collation
         raw = _check_size(_encode(cmd, False, self._codec_options))
-        core = self._client._core
-        reply = await execute(
-            core,
-            core.submit(_OP_READ, _RES_DOC, self._db_name, None, raw, self._find_opts(),
-                        self._codec_options),
+        reply = await run_in_session(
+            self._client._core, session, _OP_READ, _RES_DOC, self._db_name, None, raw,
+            self._find_opts(), self._codec_options,
         )
         return reply["values"]

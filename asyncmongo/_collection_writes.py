@@ -30,7 +30,7 @@ from pymongo.results import BulkWriteResult, DeleteResult, UpdateResult
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo._execute import execute, refuse_session
+from asyncmongo.client_session import check_session, run_in_session
 
 _encode = bson.encode
 _validate_boolean = common.validate_boolean
@@ -246,28 +246,29 @@ class _WritesMixin:
 
     # ---- update / replace ------------------------------------------------------------------
 
-    async def _await_write(self, core: Any, future: Any) -> Any:
-        """The write's reply, or None for an unacknowledged write, whose outcome the server does
-        not report (with w=0 PyMongo never sees the server's verdict either)."""
+    async def _await_write(self, session: Any, *job: Any) -> Any:
+        """Run the write job (core.submit's arguments), in ``session`` if given: its reply, or
+        None for an unacknowledged write, whose outcome the server does not report (with w=0
+        PyMongo never sees the server's verdict either)."""
+        core = self._client._core
         if self._acknowledged:
-            return await execute(core, future)
+            return await run_in_session(core, session, *job)
         try:
-            await execute(core, future)
+            await run_in_session(core, session, *job)
         except OperationFailure:
             pass
         return None
 
-    async def _write_command(self, cmd: dict[str, Any]) -> Any:
+    async def _write_command(self, cmd: dict[str, Any], session: Any) -> Any:
         """Run a multi-document update/delete command (not retryable, as PyMongo's are not)."""
         raw = _check_size(_encode(cmd, False, self._codec_options))
-        core = self._client._core
-        future = core.submit(
-            _OP_WRITE, _RES_WRITE, self._db_name, None, raw, self._write_opts, None
+        return await self._await_write(
+            session, _OP_WRITE, _RES_WRITE, self._db_name, None, raw, self._write_opts, None
         )
-        return await self._await_write(core, future)
 
     async def _single_write(
-        self, kind: int, spec: dict[str, Any], let: Any, comment: Any, bypass: bool | None
+        self, kind: int, spec: dict[str, Any], let: Any, comment: Any, bypass: bool | None,
+        session: Any,
     ) -> Any:
         """One single-document update/replace/delete as a one-operation libmongoc bulk: unlike the
         update/delete command path, libmongoc 1.23 makes it a retryable write (txnNumber), as
@@ -281,12 +282,10 @@ class _WritesMixin:
         if comment is not None:
             opts["comment"] = comment
         raw = _check_size(_encode(dict(spec, op=kind), False, self._codec_options))
-        core = self._client._core
-        future = core.submit(
-            _OP_BULK, _RES_WRITE, self._db_name, self._name, raw, _encode(opts), None,
+        return await self._await_write(
+            session, _OP_BULK, _RES_WRITE, self._db_name, self._name, raw, _encode(opts), None,
             _core.FLAG_BYPASS if bypass else 0,
         )
-        return await self._await_write(core, future)
 
     async def _update(
         self,
@@ -301,6 +300,7 @@ class _WritesMixin:
         let: Any,
         sort: Any,
         comment: Any,
+        session: Any = None,
     ) -> UpdateResult:
         _validate_boolean("upsert", upsert)
         collation = validate_collation_or_none(collation)
@@ -328,6 +328,7 @@ class _WritesMixin:
             counts = await self._single_write(
                 3 if not _is_update_document(document) else 1,
                 {"d": filter, "u": document, "o": opts}, let, comment, bypass_document_validation,
+                session,
             )
             if counts is None:
                 return UpdateResult(None, False)
@@ -350,7 +351,7 @@ class _WritesMixin:
             cmd["comment"] = comment
         if bypass_document_validation is not None:
             cmd["bypassDocumentValidation"] = bypass_document_validation
-        reply = await self._write_command(cmd)
+        reply = await self._write_command(cmd, session)
         if reply is None:
             return UpdateResult(None, False)
         # PyMongo's raw_result: the reply, with updatedExisting and the upserted _id alone.
@@ -376,14 +377,14 @@ class _WritesMixin:
         sort: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> UpdateResult:
-        refuse_session(session)
+        session = self._write_session(session)
         _validate_is_mapping("filter", filter)
         common.validate_ok_for_replace(replacement)
         if let is not None:
             _validate_is_mapping("let", let)
         return await self._update(
             filter, replacement, upsert, False, bypass_document_validation, collation, None, hint,
-            let, sort, comment,
+            let, sort, comment, session,
         )
 
     async def update_one(
@@ -400,13 +401,13 @@ class _WritesMixin:
         sort: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> UpdateResult:
-        refuse_session(session)
+        session = self._write_session(session)
         _validate_is_mapping("filter", filter)
         common.validate_ok_for_update(update)
         common.validate_list_or_none("array_filters", array_filters)
         return await self._update(
             filter, update, upsert, False, bypass_document_validation, collation, array_filters,
-            hint, let, sort, comment,
+            hint, let, sort, comment, session,
         )
 
     async def update_many(
@@ -422,19 +423,20 @@ class _WritesMixin:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> UpdateResult:
-        refuse_session(session)
+        session = self._write_session(session)
         _validate_is_mapping("filter", filter)
         common.validate_ok_for_update(update)
         common.validate_list_or_none("array_filters", array_filters)
         return await self._update(
             filter, update, upsert, True, bypass_document_validation, collation, array_filters,
-            hint, let, None, comment,
+            hint, let, None, comment, session,
         )
 
     # ---- delete ----------------------------------------------------------------------------
 
     async def _delete(
-        self, filter: Any, multi: bool, collation: Any, hint: Any, let: Any, comment: Any
+        self, filter: Any, multi: bool, collation: Any, hint: Any, let: Any, comment: Any,
+        session: Any = None,
     ) -> DeleteResult:
         _validate_is_mapping("filter", filter)
         spec: dict[str, Any] = {"q": filter, "limit": 0 if multi else 1}
@@ -449,7 +451,8 @@ class _WritesMixin:
             if let is not None:
                 common.validate_is_document_type("let", let)
             opts = {k: v for k, v in spec.items() if k in ("collation", "hint")}
-            counts = await self._single_write(4, {"d": filter, "o": opts}, let, comment, None)
+            counts = await self._single_write(4, {"d": filter, "o": opts}, let, comment, None,
+                                              session)
             if counts is None:
                 return DeleteResult({"ok": 1}, False)
             return DeleteResult({"n": counts.get("nRemoved", 0), "ok": 1.0}, True)
@@ -459,7 +462,7 @@ class _WritesMixin:
             cmd["let"] = let
         if comment is not None:
             cmd["comment"] = comment
-        reply = await self._write_command(cmd)
+        reply = await self._write_command(cmd, session)
         if reply is None:
             # PyMongo's unacknowledged command reply.
             return DeleteResult({"ok": 1}, False)
@@ -474,8 +477,8 @@ class _WritesMixin:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> DeleteResult:
-        refuse_session(session)
-        return await self._delete(filter, False, collation, hint, let, comment)
+        session = self._write_session(session)
+        return await self._delete(filter, False, collation, hint, let, comment, session)
 
     async def delete_many(
         self,
@@ -486,8 +489,8 @@ class _WritesMixin:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> DeleteResult:
-        refuse_session(session)
-        return await self._delete(filter, True, collation, hint, let, comment)
+        session = self._write_session(session)
+        return await self._delete(filter, True, collation, hint, let, comment, session)
 
     # ---- bulk_write ------------------------------------------------------------------------
 
@@ -509,7 +512,7 @@ class _WritesMixin:
                 request._add_to_bulk(bulk)
             except AttributeError:
                 raise TypeError(f"{request!r} is not a valid request") from None
-        refuse_session(session)
+        session = self._write_session(session)
         if not bulk.ops:
             raise InvalidOperation("No operations to execute")
         acknowledged = self._acknowledged
@@ -543,11 +546,11 @@ class _WritesMixin:
         if comment:
             opts["comment"] = comment
         flags = _core.FLAG_BYPASS if bypass_document_validation else 0
-        core = self._client._core
-        future = core.submit(_OP_BULK, _RES_BULK, self._db_name, self._name, b"".join(specs),
-                             _encode(opts), None, flags)
         try:
-            reply = await execute(core, future)
+            reply = await run_in_session(
+                self._client._core, session, _OP_BULK, _RES_BULK, self._db_name, self._name,
+                b"".join(specs), _encode(opts), None, flags,
+            )
         except BulkWriteError as exc:
             if not acknowledged:
                 return BulkWriteResult({}, False)
@@ -575,7 +578,7 @@ class _WritesMixin:
         let: Any = None,
         **kwargs: Any,
     ) -> Any:
-        refuse_session(session)
+        session = check_session(self._client, session)
         _validate_is_mapping("filter", filter)
         if not isinstance(return_document, bool):
             raise TypeError(
@@ -618,11 +621,16 @@ class _WritesMixin:
                 raise ConfigurationError(_UNACK_COLLATION)
             cmd["collation"] = collation
         raw = _check_size(_encode(cmd, False, self._codec_options))
-        core = self._client._core
-        future = core.submit(_OP_READ_WRITE, _RES_DOC, self._db_name, None, raw, opts,
-                             self._codec_options)
+        if session is not None and not acknowledged:
+            raise ConfigurationError(
+                f"Explicit sessions are incompatible with unacknowledged write concern: "
+                f"{write_concern!r}"
+            )
         try:
-            reply = await execute(core, future)
+            reply = await run_in_session(
+                self._client._core, session, _OP_READ_WRITE, _RES_DOC, self._db_name, None, raw,
+                opts, self._codec_options,
+            )
         except OperationFailure as exc:
             if not acknowledged:
                 return None  # PyMongo does not read the reply of an unacknowledged command

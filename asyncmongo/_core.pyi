@@ -8,12 +8,15 @@ OP_WRITE: int
 OP_READ_WRITE: int
 OP_INSERT: int
 OP_BULK: int
+OP_SESSION: int
 RES_DOC: int
 RES_FIRST: int
 RES_CURSOR: int
 RES_WRITE: int
 RES_BULK: int
 RES_NONE: int
+RES_STREAM: int
+RES_SESSION: int
 FLAG_PIN: int
 FLAG_ORDERED: int
 FLAG_BYPASS: int

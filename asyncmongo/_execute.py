@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pymongo.errors import InvalidOperation
-
 
 async def execute(core: Any, future: "asyncio.Future[Any]") -> Any:
     try:
@@ -19,8 +17,3 @@ async def execute(core: Any, future: "asyncio.Future[Any]") -> Any:
         core.cancel(future)
         raise
 
-
-def refuse_session(session: Any) -> None:
-    """Sessions come with transactions (a later release): refuse one rather than ignore it."""
-    if session is not None:
-        raise InvalidOperation("asyncmongo does not support explicit sessions yet (session=...)")

@@ -24,7 +24,8 @@ from pymongo.cursor_shared import _CURSOR_CLOSED_ERRORS, _QUERY_OPTIONS, CursorT
 from pymongo.errors import ConnectionFailure, InvalidOperation, OperationFailure
 
 from asyncmongo import _core
-from asyncmongo._execute import execute, refuse_session
+from asyncmongo._execute import execute
+from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo.cursor import AsyncCommandCursor
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class AsyncCursor:
         self._address: tuple[str, int] | None = None
         self._retrieved = 0
         self._exhaust = False
-        refuse_session(session)
+        self._session = check_session(collection.database.client, session)
 
         # PyMongo's checks, in its order and with its exception types.
         spec: Mapping[str, Any] = filter or {}
@@ -191,9 +192,9 @@ class AsyncCursor:
         return self._collection
 
     @property
-    def session(self) -> None:
-        """Always None: asyncmongo has no explicit sessions yet."""
-        return None
+    def session(self) -> Any:
+        """The explicit session this cursor runs in, or None."""
+        return self._session
 
     @property
     def retrieved(self) -> int:
@@ -368,6 +369,7 @@ class AsyncCursor:
 
     def _clone(self, deepcopy: bool) -> "AsyncCursor":
         other = self.__class__(self._collection)
+        other._session = self._session
         for name in _CLONED:
             value = getattr(self, name)
             other.__dict__[name] = copy.deepcopy(value) if deepcopy else value
@@ -453,12 +455,10 @@ class AsyncCursor:
         coll = self._collection
         client = coll.database.client
         cmd = _check_size(_encode(self._find_command(), False, self._codec_options))
-        core = client._core
         try:
-            first = await execute(
-                core,
-                core.submit(_core.OP_READ, _core.RES_CURSOR, self._dbname, None, cmd,
-                            coll._find_opts(), self._codec_options, _core.FLAG_PIN),
+            first = await run_in_session(
+                client._core, self._session, _core.OP_READ, _core.RES_CURSOR, self._dbname, None,
+                cmd, coll._find_opts(), self._codec_options, _core.FLAG_PIN,
             )
         except BaseException:
             # Nothing opened on the server that we know of; the cursor is done (as PyMongo's).
@@ -471,7 +471,7 @@ class AsyncCursor:
             ns = f"{self._dbname}.{self._collname}"
         inner = AsyncCommandCursor(client, self._dbname, (cursor_id, ns, docs, server_id, session),
                                    self._codec_options, None, self._max_await_time_ms,
-                                   self._comment)
+                                   self._comment, self._session)
         self._inner = inner
         self._data = inner._data
         self._address = client.address
@@ -661,7 +661,7 @@ class AsyncCursor:
             options["comment"] = self._comment
         if self._collation is not None:
             options["collation"] = self._collation
-        return await self._collection.distinct(key, **options)
+        return await self._collection.distinct(key, session=self._session, **options)
 
 
 __all__ = ["AsyncCursor"]

@@ -19,7 +19,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo._execute import execute, refuse_session
+from asyncmongo.client_session import AsyncClientSession, check_session, run_in_session
 from asyncmongo._options import ClientOptions
 from asyncmongo.cursor import AsyncCommandCursor
 from asyncmongo.database import AsyncDatabase, _primary_read
@@ -70,6 +70,8 @@ class AsyncMongoClient:
         _LIVE_CORES.add(self._core)
         self._closed = False
         self._close_barrier: asyncio.Future[None] | None = None
+        # Sessions not yet ended: close() ends them (each holds a libmongoc client of the pool).
+        self._sessions: "weakref.WeakSet[AsyncClientSession]" = weakref.WeakSet()
 
     # ---- options ---------------------------------------------------------------------------
 
@@ -150,17 +152,16 @@ class AsyncMongoClient:
     ) -> AsyncCommandCursor:
         """A command cursor over the ``databases`` of the listDatabases reply (the server sends
         them in one reply: the cursor is already exhausted on the server, as PyMongo's)."""
-        refuse_session(session)
+        session = check_session(self, session)
         cmd: dict[str, Any] = {"listDatabases": 1}
         cmd.update(kwargs)
         if comment is not None:
             cmd["comment"] = comment
         op, opts = _primary_read(self)
         core = self._core
-        reply = await execute(
-            core,
-            core.submit(op, _core.RES_DOC, "admin", None, bson.encode(cmd), opts,
-                        DEFAULT_CODEC_OPTIONS),
+        reply = await run_in_session(
+            core, session, op, _core.RES_DOC, "admin", None, bson.encode(cmd), opts,
+            DEFAULT_CODEC_OPTIONS,
         )
         return AsyncCommandCursor(
             self, "admin", (0, "admin.$cmd", reply["databases"], 0, None), DEFAULT_CODEC_OPTIONS,
@@ -175,7 +176,7 @@ class AsyncMongoClient:
         self, name_or_database: Any, session: Any = None, comment: Any = None
     ) -> None:
         """Drop a database (by name or object), with the client's write concern."""
-        refuse_session(session)
+        session = check_session(self, session)
         name = name_or_database
         if isinstance(name, AsyncDatabase):
             name = name.name
@@ -187,7 +188,28 @@ class AsyncMongoClient:
         if comment is not None:
             cmd["comment"] = comment
         # The client's write concern: libmongoc applies it to a write command with no options.
-        await self[name]._write_command(cmd, None, DEFAULT_CODEC_OPTIONS)
+        await self[name]._write_command(cmd, None, DEFAULT_CODEC_OPTIONS, session=session)
+
+    # ---- sessions --------------------------------------------------------------------------
+
+    def start_session(
+        self,
+        causal_consistency: bool | None = None,
+        default_transaction_options: Any = None,
+        snapshot: bool | None = False,
+    ) -> AsyncClientSession:
+        """A new explicit session (PyMongo's ``start_session``): ``async with
+        client.start_session() as session:``. Causally consistent unless ``snapshot``. It takes a
+        libmongoc client of the pool from its first operation until it ends."""
+        from pymongo.client_session import SessionOptions
+
+        if self._closed:
+            raise InvalidOperation("Cannot use MongoClient after close")
+        options = SessionOptions(causal_consistency, default_transaction_options, snapshot)
+        session = AsyncClientSession(self, options)
+        self._sessions.add(session)
+        return session
+
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -202,6 +224,11 @@ class AsyncMongoClient:
         core = self._core
         if core is None:
             return
+        if not self._closed:
+            sessions = [s for s in self._sessions if not s.has_ended]
+            if sessions and not core.closed:
+                # An open transaction is aborted; each session's client goes back to the pool.
+                await asyncio.gather(*(s.end_session() for s in sessions), return_exceptions=True)
         if not self._closed:
             self._closed = True
             barrier = core.close()

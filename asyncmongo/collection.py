@@ -17,14 +17,20 @@ from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo import common, helpers_shared
 from pymongo.collation import validate_collation_or_none
-from pymongo.errors import BulkWriteError, DocumentTooLarge, InvalidName, InvalidOperation
+from pymongo.errors import (
+    BulkWriteError,
+    ConfigurationError,
+    DocumentTooLarge,
+    InvalidName,
+    InvalidOperation,
+)
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
 from pymongo.results import InsertManyResult, InsertOneResult
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo._execute import execute, refuse_session
+from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo._collection_admin import _AdminMixin
 from asyncmongo._collection_reads import _ReadsMixin
 from asyncmongo._collection_writes import _WritesMixin, bulk_api_result
@@ -245,6 +251,16 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
             opts["writeConcern"] = self._write_concern.document
         return _encode(opts)
 
+    def _write_session(self, session: Any) -> Any:
+        """``session=`` of a write: an explicit session needs an acknowledged write (PyMongo)."""
+        session = check_session(self._client, session)
+        if session is not None and not self._acknowledged:
+            raise ConfigurationError(
+                f"Explicit sessions are incompatible with unacknowledged write concern: "
+                f"{self._write_concern!r}"
+            )
+        return session
+
     # ---- writes ----------------------------------------------------------------------------
 
     async def insert_one(
@@ -254,14 +270,12 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         session: Any = None,
         comment: Any = None,
     ) -> InsertOneResult:
-        refuse_session(session)
+        session = self._write_session(session)
         raw = self._encode_document(document)
         flags = _core.FLAG_BYPASS if bypass_document_validation else 0
-        core = self._client._core
-        await execute(
-            core,
-            core.submit(_OP_INSERT, _RES_WRITE, self._db_name, self._name, raw,
-                        self._insert_opts(comment), None, flags),
+        await run_in_session(
+            self._client._core, session, _OP_INSERT, _RES_WRITE, self._db_name, self._name, raw,
+            self._insert_opts(comment), None, flags,
         )
         return InsertOneResult(document.get("_id"), self._acknowledged)
 
@@ -273,7 +287,7 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         session: Any = None,
         comment: Any = None,
     ) -> InsertManyResult:
-        refuse_session(session)
+        session = self._write_session(session)
         if isinstance(documents, AbcMapping) or not isinstance(documents, Iterable) or not documents:
             raise TypeError("documents must be a non-empty list")
         common.validate_boolean("ordered", ordered)
@@ -292,12 +306,10 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         if comment is not None:
             opts["comment"] = comment
         flags = _core.FLAG_BYPASS if bypass_document_validation else 0
-        core = self._client._core
         try:
-            await execute(
-                core,
-                core.submit(_OP_INSERT, _RES_BULK, self._db_name, self._name, b"".join(chunks),
-                            _encode(opts), None, flags),
+            await run_in_session(
+                self._client._core, session, _OP_INSERT, _RES_BULK, self._db_name, self._name,
+                b"".join(chunks), _encode(opts), None, flags,
             )
         except BulkWriteError as exc:
             # libmongoc's bulk reply, in the shape PyMongo gives BulkWriteError.details.
@@ -308,8 +320,11 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
 
     async def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         """The first document matching ``filter`` (a mapping, or an ``_id`` value), or None."""
-        cmd = self._find_one_command(filter, *args, **kwargs)
+        cmd, session = self._find_one_command(filter, *args, **kwargs)
         core = self._client._core
+        if session is not None:
+            return await run_in_session(core, session, _OP_READ, _RES_FIRST, self._db_name, None, cmd,
+                                        self._find_opts(), self._codec_options)
         future = core.submit(
             _OP_READ, _RES_FIRST, self._db_name, None, cmd, self._find_opts(), self._codec_options
         )
@@ -332,8 +347,8 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         let: Any = None,
         session: Any = None,
         allow_disk_use: bool | None = None,
-    ) -> bytes:
-        refuse_session(session)
+    ) -> tuple[bytes, Any]:
+        session = check_session(self._client, session)
         if filter is None:
             filter = {}
         elif not isinstance(filter, AbcMapping):
@@ -369,7 +384,7 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
             cmd["allowDiskUse"] = common.validate_boolean("allow_disk_use", allow_disk_use)
         # The collection's read concern and read preference travel in the job's options
         # (_find_opts), where libmongoc puts them, once, into the command.
-        return check_command_size(_encode(cmd, False, self._codec_options))
+        return check_command_size(_encode(cmd, False, self._codec_options)), session
 
     # ---- collection-level ------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from pymongo.errors import InvalidOperation
 
 from asyncmongo import _core
 from asyncmongo._execute import execute
+from asyncmongo.client_session import run_in_session
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
@@ -39,8 +40,9 @@ class AsyncCommandCursor:
         batch_size: int | None = None,
         max_await_time_ms: int | None = None,
         comment: Any = None,
+        session: Any = None,
     ) -> None:
-        cursor_id, ns, docs, server_id, session = first
+        cursor_id, ns, docs, server_id, cursor_session = first[:5]
         self._client = client
         self._core = client._core
         self._db_name = db_name
@@ -49,8 +51,10 @@ class AsyncCommandCursor:
         self._coll_name = self._ns.split(".", 1)[1] if "." in self._ns else ""
         self._server_id = server_id
         # The session the server cursor lives in (a core capsule), for the getMores; None when
-        # the first batch was the last or the core fell back to implicit sessions.
-        self._session = session
+        # the first batch was the last or the core fell back to implicit sessions. In an explicit
+        # session (the user's AsyncClientSession) the getMores run in that one.
+        self._session = cursor_session
+        self._user_session = session
         self._codec_options = codec_options
         self._batch_size = batch_size
         self._max_await_time_ms = max_await_time_ms
@@ -94,11 +98,17 @@ class AsyncCommandCursor:
             cmd["comment"] = self._comment
         core = self._core
         # A failed or cancelled fetch changes nothing here: the cursor stays closable.
-        cursor_id, _ns, docs, _sid, _ = await execute(
-            core,
-            core.submit(_core.OP_READ, _core.RES_CURSOR, self._db_name, None, _encode(cmd), None,
-                        self._codec_options, 0, self._server_id, self._session),
-        )
+        if self._user_session is not None:
+            cursor_id, _ns, docs, _sid, _ = await run_in_session(
+                core, self._user_session, _core.OP_READ, _core.RES_CURSOR, self._db_name, None,
+                _encode(cmd), None, self._codec_options, 0, self._server_id,
+            )
+        else:
+            cursor_id, _ns, docs, _sid, _ = await execute(
+                core,
+                core.submit(_core.OP_READ, _core.RES_CURSOR, self._db_name, None, _encode(cmd), None,
+                            self._codec_options, 0, self._server_id, self._session),
+            )
         self._id = cursor_id
         if cursor_id == 0:
             self._killed = True
@@ -158,6 +168,12 @@ class AsyncCommandCursor:
             return None
         cmd = _encode({"killCursors": self._coll_name, "cursors": [Int64(self._id)]})
         session, self._session = self._session, None
+        user = self._user_session
+        if user is not None:
+            # Fire and forget in the user's session: it waits there for any running operation.
+            if user.has_ended or user._capsule is None:
+                return None
+            session = user._capsule
         return core.submit(_core.OP_COMMAND, _core.RES_NONE, self._db_name, None, cmd, None, None,
                            _core.FLAG_QUIET, self._server_id, session)
 
@@ -197,15 +213,15 @@ async def run_cursor_command(
     max_await_time_ms: int | None = None,
     comment: Any = None,
     cursor_class: type = AsyncCommandCursor,
+    session: Any = None,
 ) -> Any:
     """Run a command that opens a cursor (its server pinned for the getMores) and wrap it."""
-    core = client._core
-    first = await execute(
-        core,
-        core.submit(op, _core.RES_CURSOR, db_name, None, _encode(command, False, codec_options),
-                    read_opts, codec_options, _core.FLAG_PIN),
+    first = await run_in_session(
+        client._core, session, op, _core.RES_CURSOR, db_name, None,
+        _encode(command, False, codec_options), read_opts, codec_options, _core.FLAG_PIN,
     )
-    return cursor_class(client, db_name, first, codec_options, batch_size, max_await_time_ms, comment)
+    return cursor_class(client, db_name, first, codec_options, batch_size, max_await_time_ms, comment,
+                        session)
 
 
 def __getattr__(name: str) -> Any:

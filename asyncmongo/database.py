@@ -21,7 +21,7 @@ from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo._execute import execute, refuse_session
+from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo.collection import AsyncCollection, check_command_size, check_options
 from asyncmongo.cursor import AsyncCommandCursor, run_cursor_command
 
@@ -148,7 +148,7 @@ class AsyncDatabase:
         Sent as it is: no read concern or write concern is added, and it goes to the primary
         unless ``read_preference`` says otherwise (the database's read preference does not apply,
         as with PyMongo)."""
-        refuse_session(session)
+        session = check_session(self._client, session)
         if isinstance(command, str):
             command = SON([(command, value)])
         elif not isinstance(command, Mapping):
@@ -175,8 +175,8 @@ class AsyncDatabase:
         cmd = check_command_size(bson.encode(command, False, self._codec_options))
         core = self._client._core
         try:
-            return await execute(
-                core, core.submit(_core.OP_COMMAND, _core.RES_DOC, self._name, None, cmd, opts, codec_options)
+            return await run_in_session(
+                core, session, _core.OP_COMMAND, _core.RES_DOC, self._name, None, cmd, opts, codec_options
             )
         except OperationFailure as exc:
             details = exc.details or {}
@@ -192,6 +192,7 @@ class AsyncDatabase:
         codec_options: CodecOptions,
         allowable_errors: Any = None,
         db_name: str | None = None,
+        session: Any = None,
     ) -> dict[str, Any]:
         """Run a command that writes (create, drop, createIndexes, renameCollection...) as a libmongoc
         write command: ``write_opts`` (the caller's write concern when it is not the client's)
@@ -203,10 +204,9 @@ class AsyncDatabase:
         cmd = check_command_size(_encode(command, False, codec_options))
         core = self._client._core
         try:
-            return await execute(
-                core,
-                core.submit(_core.OP_WRITE, _core.RES_WRITE, db_name or self._name, None, cmd,
-                            write_opts, DEFAULT_CODEC_OPTIONS),
+            return await run_in_session(
+                core, session, _core.OP_WRITE, _core.RES_WRITE, db_name or self._name, None, cmd,
+                write_opts, DEFAULT_CODEC_OPTIONS,
             )
         except OperationFailure as exc:
             details = exc.details or {}
@@ -222,7 +222,7 @@ class AsyncDatabase:
         **kwargs: Any,
     ) -> AsyncCommandCursor:
         """A command cursor over the collections' descriptions (``listCollections``)."""
-        refuse_session(session)
+        session = check_session(self._client, session)
         cmd: dict[str, Any] = {"listCollections": 1, "cursor": {}}
         if filter is not None:
             kwargs["filter"] = filter
@@ -232,7 +232,8 @@ class AsyncDatabase:
         op, opts = _primary_read(self._client)
         # PyMongo decodes this listing with the default codec options (plain dicts).
         return await run_cursor_command(
-            self._client, self._name, cmd, DEFAULT_CODEC_OPTIONS, opts, op, comment=comment
+            self._client, self._name, cmd, DEFAULT_CODEC_OPTIONS, opts, op, comment=comment,
+            session=session,
         )
 
     async def list_collection_names(
@@ -264,7 +265,7 @@ class AsyncDatabase:
         """Create a collection with options (capped, size, max, validator, validationLevel,
         validationAction, collation, timeseries, clusteredIndex, viewOn/pipeline...). Raises
         CollectionInvalid if it exists and ``check_exists`` is true."""
-        refuse_session(session)
+        session = check_session(self._client, session)
         if kwargs.get("encryptedFields"):
             raise InvalidOperation("asyncmongo does not support queryable encryption")
         kwargs.pop("encryptedFields", None)
@@ -280,9 +281,11 @@ class AsyncDatabase:
         cmd.update(kwargs)
         if collation is not None:
             cmd["collation"] = collation
-        if check_exists and name in await self.list_collection_names(filter={"name": name}):
+        if check_exists and name in await self.list_collection_names(
+            filter={"name": name}, session=session
+        ):
             raise CollectionInvalid(f"collection {name} already exists")
-        await self._write_command(cmd, coll._write_opts, self._codec_options)
+        await self._write_command(cmd, coll._write_opts, self._codec_options, session=session)
         return coll
 
     async def drop_collection(
@@ -294,7 +297,7 @@ class AsyncDatabase:
     ) -> dict[str, Any]:
         """Drop a collection (by name or object) with this database's write concern; a missing
         collection is not an error. Returns the server's reply."""
-        refuse_session(session)
+        session = check_session(self._client, session)
         name = name_or_collection
         if isinstance(name, AsyncCollection):
             name = name.name
@@ -306,13 +309,14 @@ class AsyncDatabase:
         if comment is not None:
             cmd["comment"] = comment
         return await self._write_command(
-            cmd, self._write_opts, self._codec_options, allowable_errors=("ns not found", 26)
+            cmd, self._write_opts, self._codec_options, allowable_errors=("ns not found", 26),
+            session=session,
         )
 
     async def aggregate(self, pipeline: Any, session: Any = None, **kwargs: Any) -> AsyncCommandCursor:
         """A database-level aggregation (``{"aggregate": 1}``: $documents, $currentOp...), with
         this database's read preference and read concern, or its write concern for $out/$merge."""
-        refuse_session(session)
+        session = check_session(self._client, session)
         if "explain" in kwargs:
             raise ConfigurationError(
                 "The explain option is not supported. Use AsyncDatabase.command instead."
@@ -336,7 +340,9 @@ class AsyncDatabase:
         cmd["cursor"] = cursor_opts
         if collation is not None:
             cmd["collation"] = collation
-        if "readConcern" not in cmd and self._read_concern_doc:
+        if "readConcern" not in cmd and self._read_concern_doc and not (
+            session is not None and session.in_transaction
+        ):
             cmd["readConcern"] = self._read_concern_doc
         if performs_write:
             op = _core.OP_READ_WRITE
@@ -353,7 +359,7 @@ class AsyncDatabase:
         return await run_cursor_command(
             self._client, self._name, cmd, self._codec_options, opts, op,
             batch_size=batch_size, max_await_time_ms=max_await_time_ms,
-            comment=options.get("comment"),
+            comment=options.get("comment"), session=session,
         )
 
     def with_options(

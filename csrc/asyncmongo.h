@@ -22,6 +22,8 @@ enum {
     AMONGO_OP_INSERT = 4,     /* bulk insert of concatenated BSON documents (OP_MSG document sequence) */
     AMONGO_OP_BULK = 5,       /* bulk write of concatenated operation documents (see jobs.c) */
     AMONGO_OP_BARRIER = 6,    /* internal: resolves when every worker of a closing client has exited */
+    AMONGO_OP_SESSION = 7,    /* an explicit session's life: cmd {do: start|startTransaction|commit|
+                               * abort|end, opts: {...}} (jobs.c) */
     AMONGO_OP_COUNT
 };
 
@@ -29,10 +31,13 @@ enum {
 enum {
     AMONGO_RES_DOC = 0,    /* the reply, decoded with the job's codec options */
     AMONGO_RES_FIRST = 1,  /* first document of the cursor batch, or None */
-    AMONGO_RES_CURSOR = 2, /* (cursor_id, ns, [documents], server_id) */
+    AMONGO_RES_CURSOR = 2, /* (cursor_id, ns, [documents], server_id, session capsule|None) */
     AMONGO_RES_WRITE = 3,  /* the reply as a dict; writeErrors raise WriteError / DuplicateKeyError */
     AMONGO_RES_BULK = 4,   /* the reply as a dict; writeErrors raise BulkWriteError */
     AMONGO_RES_NONE = 5,   /* None */
+    AMONGO_RES_STREAM = 6, /* as AMONGO_RES_CURSOR, plus a dict of cursor.postBatchResumeToken and
+                            * operationTime when the reply has them (change streams resume by them) */
+    AMONGO_RES_SESSION = 7, /* OP_SESSION "start": the new session's capsule; other actions: None */
     AMONGO_RES_COUNT
 };
 
@@ -65,6 +70,8 @@ typedef struct AmongoCursorSession {
     mongoc_client_pool_t *mpool;
     AmongoPool *pool;            /* counts live sessions: libmongoc's pool outlives them */
     long fork_generation;
+    bool user;                   /* an explicit session of the user's (start_session): it lives until
+                                  * ended, never released by the end of a cursor */
 } AmongoCursorSession;
 
 /* A command monitoring event, recorded on the worker (plain C) and delivered on the loop thread. */
@@ -196,7 +203,8 @@ void amongo_pool_session_opened(AmongoPool *pool);
 void amongo_pool_session_closed(AmongoPool *pool);
 
 /* sessions.c */
-AmongoCursorSession *amongo_session_open_nogil(AmongoJob *job);
+AmongoCursorSession *amongo_session_open_nogil(AmongoJob *job, const bson_t *opts,
+                                              bson_error_t *error);
 void amongo_session_release_nogil(AmongoCursorSession *s);
 PyObject *amongo_session_capsule(AmongoCursorSession *s); /* NEW; steals s */
 AmongoCursorSession *amongo_session_from_capsule(PyObject *capsule); /* BORROWED, NULL + error */

@@ -103,8 +103,10 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (apm_sink != Py_None)
         amongo_apm_install(mpool); /* before the first client leaves the pool */
     /* One client per worker, plus slack for a worker that is exiting while its successor starts,
-     * and room for cursors that keep a client for their session (sessions.c). */
-    mongoc_client_pool_max_size(mpool, 2 * (uint32_t)max_workers + 1);
+     * and room for cursors and explicit sessions, which keep a client each (sessions.c). A client
+     * opens its connection only when used, so the room costs nothing until it is taken. */
+    uint32_t room = max_workers > 64 ? (uint32_t)max_workers : 64;
+    mongoc_client_pool_max_size(mpool, (uint32_t)max_workers + room + 1);
     AmongoPool *pool = amongo_pool_new(mpool, max_workers);
     PyObject *queues = PyDict_New();
     AmongoClient *self = pool && queues ? (AmongoClient *)type->tp_alloc(type, 0) : NULL;
@@ -152,7 +154,8 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
     unsigned long server_id = nargs > 8 ? PyLong_AsUnsignedLong(args[8]) : 0;
     if (PyErr_Occurred())
         return NULL;
-    if (op < 0 || op >= AMONGO_OP_BARRIER || result_kind < 0 || result_kind >= AMONGO_RES_COUNT) {
+    if (op < 0 || op >= AMONGO_OP_COUNT || op == AMONGO_OP_BARRIER || result_kind < 0 ||
+        result_kind >= AMONGO_RES_COUNT) {
         PyErr_SetString(PyExc_ValueError, "invalid operation or result kind");
         return NULL;
     }

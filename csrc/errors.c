@@ -99,6 +99,8 @@ class_for_error(AmongoState *st, const bson_error_t *e, bool timed_out, bool *se
         default:
             return st->exc_InvalidOperation;
         }
+    case MONGOC_ERROR_TRANSACTION:
+        return st->exc_InvalidOperation;
     case MONGOC_ERROR_SASL:
     case MONGOC_ERROR_SCRAM:
         *server_style = true;

@@ -124,7 +124,8 @@ job_extract_batch_nogil(AmongoJob *job)
 static void
 job_finish_session_nogil(AmongoJob *job, AmongoCursorSession *opened)
 {
-    bool live = job->ok && job->cursor_id != 0 && job->result_kind == AMONGO_RES_CURSOR;
+    bool live = job->ok && job->cursor_id != 0 &&
+                (job->result_kind == AMONGO_RES_CURSOR || job->result_kind == AMONGO_RES_STREAM);
     if (opened) {
         if (live) {
             job->out_session = opened;
@@ -135,7 +136,7 @@ job_finish_session_nogil(AmongoJob *job, AmongoCursorSession *opened)
         }
     }
     if (job->session) {
-        if (!live)
+        if (!live && !job->session->user)
             amongo_session_release_nogil(job->session);
         pthread_mutex_unlock(&job->session->mu);
     }
@@ -209,16 +210,25 @@ job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
             cs = job->session->cs;
         }
     } else if ((job->flags & AMONGO_FLAG_PIN) && job->mpool) {
-        opened = amongo_session_open_nogil(job);
+        bson_error_t unused;
+        opened = amongo_session_open_nogil(job, NULL, &unused);
         if (opened) {
             use_client = opened->client;
             cs = opened->cs;
         }
     }
 
+    /* Inside a transaction the transaction's concerns and read preference rule (as PyMongo):
+     * libmongoc refuses an operation's own, so they are left out. */
+    bool in_txn = job->session && job->session->user && cs && mongoc_client_session_in_transaction(cs);
+    if (in_txn && prefs) {
+        mongoc_read_prefs_destroy(prefs);
+        prefs = NULL;
+    }
+
     /* Cursor owners pin their server: getMore and killCursors must reach the same one. */
-    uint32_t server_id = job->server_id;
-    if (!server_id && (job->flags & AMONGO_FLAG_PIN)) {
+    uint32_t server_id = in_txn ? 0 : job->server_id; /* a transaction has its own server */
+    if (!server_id && !in_txn && (job->flags & AMONGO_FLAG_PIN)) {
         bool for_writes = job->op != AMONGO_OP_READ && job->op != AMONGO_OP_COMMAND;
         /* A read without its own preference follows the client's, as the command itself would. */
         const mongoc_read_prefs_t *select_prefs = prefs;
@@ -241,7 +251,11 @@ job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
     const bson_t *use_opts = &opts_static;
     if (server_id || prefs || cs) {
         bson_init(&opts);
-        bson_copy_to_excluding_noinit(&opts_static, &opts, "$readPreference", NULL);
+        if (in_txn)
+            bson_copy_to_excluding_noinit(&opts_static, &opts, "$readPreference", "readConcern",
+                                          "writeConcern", NULL);
+        else
+            bson_copy_to_excluding_noinit(&opts_static, &opts, "$readPreference", NULL);
         if (server_id)
             BSON_APPEND_INT32(&opts, "serverId", (int32_t)server_id);
         if (cs)
@@ -274,7 +288,8 @@ job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
     if (use_opts == &opts)
         bson_destroy(&opts);
     bson_destroy(&opts_static);
-    if (job->ok && (job->result_kind == AMONGO_RES_FIRST || job->result_kind == AMONGO_RES_CURSOR))
+    if (job->ok && (job->result_kind == AMONGO_RES_FIRST || job->result_kind == AMONGO_RES_CURSOR ||
+                    job->result_kind == AMONGO_RES_STREAM))
         job_extract_batch_nogil(job);
     job_finish_session_nogil(job, opened);
 }
@@ -358,8 +373,24 @@ job_run_bulk_nogil(AmongoJob *job, mongoc_client_t *client,
         bson_init_static(&opts, job->opts, job->opts_len);
     else
         bson_init(&opts);
+    /* In an explicit session: its client, its session, one job at a time. */
+    AmongoCursorSession *session = job->session;
+    if (session) {
+        pthread_mutex_lock(&session->mu);
+        if (session->client)
+            client = session->client;
+    }
+    /* In a transaction, the transaction's write concern rules (libmongoc refuses an operation's). */
+    bson_t txn_opts = BSON_INITIALIZER;
+    const bson_t *bulk_opts = &opts;
+    if (session && session->client && mongoc_client_session_in_transaction(session->cs)) {
+        bson_copy_to_excluding_noinit(&opts, &txn_opts, "writeConcern", NULL);
+        bulk_opts = &txn_opts;
+    }
     mongoc_collection_t *coll = mongoc_client_get_collection(client, job->db, job->coll);
-    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
+    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, bulk_opts);
+    if (session && session->client)
+        mongoc_bulk_operation_set_client_session(bulk, session->cs);
     if (job->flags & AMONGO_FLAG_BYPASS)
         mongoc_bulk_operation_set_bypass_document_validation(bulk, true);
     bool ok = true;
@@ -389,6 +420,121 @@ job_run_bulk_nogil(AmongoJob *job, mongoc_client_t *client,
     mongoc_bulk_operation_destroy(bulk);
     mongoc_collection_destroy(coll);
     bson_destroy(&opts);
+    bson_destroy(&txn_opts);
+    if (session)
+        pthread_mutex_unlock(&session->mu);
+}
+
+/* Transaction options {readConcern: {level}, writeConcern: {w, j, wtimeout},
+ * readPreference: {mode, ...}, maxCommitTimeMS} -> mongoc_transaction_opt_t (caller frees). */
+static mongoc_transaction_opt_t *
+job_transaction_opts_nogil(const bson_t *opts)
+{
+    mongoc_transaction_opt_t *topts = mongoc_transaction_opts_new();
+    bson_iter_t it, f;
+    if (bson_iter_init_find(&it, opts, "readConcern") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+        bson_iter_recurse(&it, &f) && bson_iter_find(&f, "level") && BSON_ITER_HOLDS_UTF8(&f)) {
+        mongoc_read_concern_t *rc = mongoc_read_concern_new();
+        mongoc_read_concern_set_level(rc, bson_iter_utf8(&f, NULL));
+        mongoc_transaction_opts_set_read_concern(topts, rc);
+        mongoc_read_concern_destroy(rc);
+    }
+    if (bson_iter_init_find(&it, opts, "writeConcern") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+        bson_iter_recurse(&it, &f)) {
+        mongoc_write_concern_t *wc = mongoc_write_concern_new();
+        while (bson_iter_next(&f)) {
+            const char *key = bson_iter_key(&f);
+            if (!strcmp(key, "w") && BSON_ITER_HOLDS_UTF8(&f))
+                mongoc_write_concern_set_wtag(wc, bson_iter_utf8(&f, NULL));
+            else if (!strcmp(key, "w"))
+                mongoc_write_concern_set_w(wc, (int32_t)bson_iter_as_int64(&f));
+            else if (!strcmp(key, "j"))
+                mongoc_write_concern_set_journal(wc, bson_iter_as_bool(&f));
+            else if (!strcmp(key, "wtimeout"))
+                mongoc_write_concern_set_wtimeout_int64(wc, bson_iter_as_int64(&f));
+        }
+        mongoc_transaction_opts_set_write_concern(topts, wc);
+        mongoc_write_concern_destroy(wc);
+    }
+    if (bson_iter_init_find(&it, opts, "readPreference") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        mongoc_read_prefs_t *prefs = job_read_prefs_nogil(&it);
+        if (prefs) {
+            mongoc_transaction_opts_set_read_prefs(topts, prefs);
+            mongoc_read_prefs_destroy(prefs);
+        }
+    }
+    if (bson_iter_init_find(&it, opts, "maxCommitTimeMS"))
+        mongoc_transaction_opts_set_max_commit_time_ms(topts, bson_iter_as_int64(&it));
+    return topts;
+}
+
+/* An explicit session's life (AMONGO_OP_SESSION): job->cmd is {do: action, opts: {...}}.
+ * "start" opens the session (the capsule comes back as the result); the other actions act on
+ * job->session under its mutex: a transaction's start, commit (the server's reply is kept: its
+ * error labels matter) and abort; "end" aborts an open transaction and gives back the client. */
+static void
+job_run_session_nogil(AmongoJob *job)
+{
+    bson_t cmd, opts;
+    bson_iter_t it;
+    const char *action = "";
+    if (!bson_init_static(&cmd, job->cmd, job->cmd_len)) {
+        bson_init(&job->reply);
+        job_keep_reply_nogil(job);
+        bson_set_error(&job->error, MONGOC_ERROR_BSON, MONGOC_ERROR_BSON_INVALID, "invalid session request");
+        return;
+    }
+    if (bson_iter_init_find(&it, &cmd, "do") && BSON_ITER_HOLDS_UTF8(&it))
+        action = bson_iter_utf8(&it, NULL);
+    bson_init(&opts);
+    if (bson_iter_init_find(&it, &cmd, "opts") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        uint32_t len;
+        const uint8_t *data;
+        bson_iter_document(&it, &len, &data);
+        bson_destroy(&opts);
+        if (!bson_init_static(&opts, data, len))
+            bson_init(&opts);
+    }
+
+    if (!strcmp(action, "start")) {
+        bson_init(&job->reply);
+        job->out_session = amongo_session_open_nogil(job, &opts, &job->error);
+        job->ok = job->out_session != NULL;
+    } else if (!job->session) {
+        bson_init(&job->reply);
+        bson_set_error(&job->error, MONGOC_ERROR_CLIENT, MONGOC_ERROR_CLIENT_SESSION_FAILURE,
+                       "no session given for '%s'", action);
+    } else {
+        AmongoCursorSession *s = job->session;
+        pthread_mutex_lock(&s->mu);
+        if (!strcmp(action, "commit") && s->client) {
+            /* libmongoc initialises the reply on every path */
+            job->ok = mongoc_client_session_commit_transaction(s->cs, &job->reply, &job->error);
+        } else {
+            bson_init(&job->reply);
+            if (!s->client) {
+                job->ok = !strcmp(action, "end"); /* ending twice is harmless */
+                if (!job->ok)
+                    bson_set_error(&job->error, MONGOC_ERROR_CLIENT, MONGOC_ERROR_CLIENT_SESSION_FAILURE,
+                                   "the session has ended");
+            } else if (!strcmp(action, "startTransaction")) {
+                mongoc_transaction_opt_t *topts = job_transaction_opts_nogil(&opts);
+                job->ok = mongoc_client_session_start_transaction(s->cs, topts, &job->error);
+                mongoc_transaction_opts_destroy(topts);
+            } else if (!strcmp(action, "abort")) {
+                job->ok = mongoc_client_session_abort_transaction(s->cs, &job->error);
+            } else if (!strcmp(action, "end")) {
+                amongo_session_release_nogil(s); /* aborts an open transaction */
+                job->ok = true;
+            } else {
+                bson_set_error(&job->error, MONGOC_ERROR_CLIENT, MONGOC_ERROR_CLIENT_SESSION_FAILURE,
+                               "unknown session action '%s'", action);
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    job_keep_reply_nogil(job);
+    bson_destroy(&opts);
 }
 
 void
@@ -405,6 +551,9 @@ amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
         break;
     case AMONGO_OP_BARRIER:
         job->ok = true;
+        break;
+    case AMONGO_OP_SESSION:
+        job_run_session_nogil(job);
         break;
     default:
         job_run_command_nogil(job, client);
@@ -442,6 +591,21 @@ decode_batch(AmongoState *st, const uint8_t *data, size_t len, PyObject *codec_o
     return docs;
 }
 
+/* NEW: {postBatchResumeToken, operationTime} of a change stream's reply, those it has. */
+static PyObject *
+reply_stream_meta(AmongoState *st, const bson_t *reply)
+{
+    bson_t meta = BSON_INITIALIZER;
+    bson_iter_t it;
+    if (bson_iter_init(&it, reply) && bson_iter_find_descendant(&it, "cursor.postBatchResumeToken", &it))
+        bson_append_iter(&meta, "postBatchResumeToken", -1, &it);
+    if (bson_iter_init_find(&it, reply, "operationTime"))
+        bson_append_iter(&meta, "operationTime", -1, &it);
+    PyObject *doc = decode_doc(st, bson_get_data(&meta), meta.len, st->default_codec_options);
+    bson_destroy(&meta);
+    return doc;
+}
+
 static PyObject *
 reply_ns(const bson_t *reply)
 {
@@ -471,7 +635,8 @@ job_result(AmongoState *st, AmongoJob *job)
             memcpy(&len, job->first, 4);
             return decode_doc(st, job->first, BSON_UINT32_FROM_LE(len), codec);
         }
-    case AMONGO_RES_CURSOR: {
+    case AMONGO_RES_CURSOR:
+    case AMONGO_RES_STREAM: {
         PyObject *docs = decode_batch(st, job->batch, job->batch_len, codec);
         if (!docs)
             return NULL;
@@ -492,9 +657,27 @@ job_result(AmongoState *st, AmongoJob *job)
         } else {
             Py_INCREF(session);
         }
+        if (job->result_kind == AMONGO_RES_STREAM) {
+            PyObject *meta = reply_stream_meta(st, &job->reply);
+            if (!meta) {
+                Py_DECREF(docs);
+                Py_DECREF(ns);
+                Py_DECREF(session);
+                return NULL;
+            }
+            return Py_BuildValue("(LNNkNN)", (long long)job->cursor_id, ns, docs,
+                                 (unsigned long)job->out_server_id, session, meta);
+        }
         return Py_BuildValue("(LNNkN)", (long long)job->cursor_id, ns, docs,
                              (unsigned long)job->out_server_id, session);
     }
+    case AMONGO_RES_SESSION:
+        if (job->out_session) {
+            AmongoCursorSession *s = job->out_session;
+            job->out_session = NULL;
+            return amongo_session_capsule(s); /* steals it */
+        }
+        Py_RETURN_NONE;
     case AMONGO_RES_WRITE:
     case AMONGO_RES_BULK:
         /* Write results are read by the driver, not the user: PyMongo decodes them with defaults. */

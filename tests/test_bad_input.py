@@ -534,12 +534,17 @@ _SESSION_OPS = {
 
 
 @pytest.mark.parametrize("op", list(_SESSION_OPS))
-async def test_session_argument_is_refused_not_ignored(coll, sync_client, op):
+async def test_foreign_session_is_refused_not_ignored(coll, sync_client, make_client, op):
+    # Anything but a session of this client's: PyMongo's session of another client, any object,
+    # or one of our sessions from another client.
     await coll.insert_one({"pre": "existing"})  # so that a drop would be visible
+    other = make_client().start_session()
     with sync_client.start_session() as session:
         for s in (session, object()):
-            with nothing_submitted(), pytest.raises(InvalidOperation, match="session"):
+            with nothing_submitted(), pytest.raises(TypeError, match="session"):
                 await _SESSION_OPS[op](coll, s)
+        with nothing_submitted(), pytest.raises(InvalidOperation, match="session"):
+            await _SESSION_OPS[op](coll, other)
     await assert_usable(coll, sync_client, expected_count=1)
 
 

@@ -1,0 +1,407 @@
+"""Explicit sessions and transactions, with PyMongo's ``AsyncClientSession`` API.
+
+A session is a libmongoc session on a libmongoc client of its own (design.md): the core starts it on
+a worker the first time it is used, runs its operations one at a time, and gives the client back when
+the session ends. The transaction state is kept here, as PyMongo keeps it, so that misuse raises
+PyMongo's ``InvalidOperation`` before anything is sent; libmongoc adds the transaction fields
+(``txnNumber``, ``autocommit``, ``startTransaction``) and retries commits as the specification says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
+
+import bson
+from bson.timestamp import Timestamp
+from pymongo.client_session import SessionOptions, TransactionOptions
+from pymongo.errors import (
+    ConnectionFailure,
+    InvalidOperation,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
+from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import _ServerMode
+from pymongo.write_concern import WriteConcern
+
+from asyncmongo import _core
+
+if TYPE_CHECKING:
+    from asyncmongo.client import AsyncMongoClient
+
+_T = TypeVar("_T")
+
+# The convenient API's retry budget, as the transactions specification sets it.
+_WITH_TRANSACTION_TIMEOUT = 120.0
+_BACKOFF_INITIAL = 0.005
+_BACKOFF_MAX = 0.5
+# Server codes after which a commit's outcome is unknown (the transactions specification).
+_UNKNOWN_COMMIT_CODES = frozenset({64, 50, 91, 189, 262, 6, 7, 89, 9001, 10107, 11600, 11602, 13435, 13436})
+
+
+class _TxnState:
+    NONE = 1
+    STARTING = 2
+    IN_PROGRESS = 3
+    COMMITTED = 4
+    COMMITTED_EMPTY = 5
+    ABORTED = 6
+
+
+class _TransactionContext:
+    """``async with await session.start_transaction():`` commits on a clean exit, aborts on an
+    exception (unless the block already ended the transaction)."""
+
+    def __init__(self, session: "AsyncClientSession") -> None:
+        self._session = session
+
+    async def __aenter__(self) -> "_TransactionContext":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._session.in_transaction:
+            if exc_type is None:
+                await self._session.commit_transaction()
+            else:
+                await self._session.abort_transaction()
+
+
+def _encode_txn_opts(opts: TransactionOptions) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    if opts.read_concern is not None and opts.read_concern.level is not None:
+        doc["readConcern"] = opts.read_concern.document
+    if opts.write_concern is not None and opts.write_concern.document:
+        doc["writeConcern"] = opts.write_concern.document
+    if opts.read_preference is not None:
+        doc["readPreference"] = opts.read_preference.document
+    if opts.max_commit_time_ms is not None:
+        doc["maxCommitTimeMS"] = opts.max_commit_time_ms
+    return doc
+
+
+class AsyncClientSession:
+    """A causally consistent (by default) session: ``async with client.start_session() as s:``,
+    then ``session=s`` on operations. One operation at a time: a session used by two tasks at once
+    raises ``InvalidOperation``."""
+
+    def __init__(self, client: "AsyncMongoClient", options: SessionOptions) -> None:
+        self._client = client
+        self._options = options
+        self._capsule: Any = None
+        self._starting: asyncio.Future[Any] | None = None
+        self._ended = False
+        self._busy = False
+        self._state = _TxnState.NONE
+        self._txn_opts: TransactionOptions | None = None
+
+    # ---- PyMongo's properties --------------------------------------------------------------
+
+    @property
+    def client(self) -> "AsyncMongoClient":
+        return self._client
+
+    @property
+    def options(self) -> SessionOptions:
+        return self._options
+
+    @property
+    def has_ended(self) -> bool:
+        return self._ended
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._state in (_TxnState.STARTING, _TxnState.IN_PROGRESS)
+
+    @property
+    def _starting_transaction(self) -> bool:
+        return self._state == _TxnState.STARTING
+
+    # ---- life ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> "AsyncClientSession":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.end_session()
+
+    async def end_session(self) -> None:
+        """End the session: an open transaction is aborted, the server session is given back."""
+        if self._ended:
+            return
+        self._ended = True
+        self._state = _TxnState.NONE
+        capsule, self._capsule = self._capsule, None
+        core = self._client._core
+        if capsule is not None and core is not None and not core.closed:
+            await self._session_job(core, capsule, "end")
+
+    def _check_ended(self) -> None:
+        if self._ended:
+            raise InvalidOperation("Cannot use ended session")
+
+    @staticmethod
+    async def _session_job(core: Any, capsule: Any, action: str, opts: Mapping[str, Any] | None = None) -> Any:
+        cmd = bson.encode({"do": action, "opts": dict(opts or {})})
+        future = core.submit(_core.OP_SESSION, _core.RES_DOC if action == "commit" else _core.RES_SESSION,
+                             "admin", None, cmd, None, None, 0, 0, capsule)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            core.cancel(future)
+            raise
+
+    async def _ensure_started(self) -> Any:
+        """The core's session (a capsule), started on a worker the first time it is needed."""
+        if self._capsule is None:
+            core = self._client._core
+            opts = {"causalConsistency": bool(self._options.causal_consistency),
+                    "snapshot": bool(self._options.snapshot)}
+            future = core.submit(_core.OP_SESSION, _core.RES_SESSION, "admin", None,
+                                 bson.encode({"do": "start", "opts": opts}), None, None)
+            try:
+                capsule = await future
+            except asyncio.CancelledError:
+                core.cancel(future)
+                raise
+            if self._ended:  # ended while it was starting: give it back
+                await self._session_job(core, capsule, "end")
+                self._check_ended()
+            self._capsule = capsule
+        return self._capsule
+
+    # ---- running operations ----------------------------------------------------------------
+
+    def _check_owner(self, client: "AsyncMongoClient") -> None:
+        if client is not self._client:
+            raise InvalidOperation("Can only use session with the AsyncMongoClient that started it")
+        self._check_ended()
+
+    async def _run(self, core: Any, op: int, kind: int, db: str, coll: str | None, cmd: bytes,
+                   opts: bytes | None, codec: Any, flags: int = 0, server_id: int = 0) -> Any:
+        """One operation in this session: refused while another runs; cancelled inside a
+        transaction, it aborts the transaction (the operation may have run on the server)."""
+        self._check_ended()
+        if self._busy:
+            raise InvalidOperation(
+                "this session is in use by another operation: a session runs one operation at a "
+                "time (use one session per task)"
+            )
+        self._busy = True
+        try:
+            capsule = await self._ensure_started()
+            if self._state == _TxnState.STARTING:
+                self._state = _TxnState.IN_PROGRESS
+            elif self._state in (_TxnState.COMMITTED, _TxnState.COMMITTED_EMPTY, _TxnState.ABORTED):
+                self._state = _TxnState.NONE  # the next operation runs outside the transaction
+            future = core.submit(op, kind, db, coll, cmd, opts, codec, flags, server_id, capsule)
+            try:
+                return await future
+            except asyncio.CancelledError:
+                core.cancel(future)
+                if self.in_transaction:
+                    self._abort_quietly(core, capsule)
+                raise
+        finally:
+            self._busy = False
+
+    def _abort_quietly(self, core: Any, capsule: Any) -> None:
+        """Abort after a cancelled operation: queued behind it on the session, never awaited."""
+        self._state = _TxnState.ABORTED
+        if core.closed:
+            return
+        core.submit(_core.OP_SESSION, _core.RES_NONE, "admin", None,
+                    bson.encode({"do": "abort", "opts": {}}), None, None, _core.FLAG_QUIET, 0, capsule)
+
+    # ---- transactions ----------------------------------------------------------------------
+
+    def _inherit(self, name: str, value: Any) -> Any:
+        if value is not None:
+            return value
+        defaults = self._options.default_transaction_options
+        if defaults is not None and getattr(defaults, name) is not None:
+            return getattr(defaults, name)
+        return getattr(self._client, name)
+
+    async def start_transaction(
+        self,
+        read_concern: ReadConcern | None = None,
+        write_concern: WriteConcern | None = None,
+        read_preference: _ServerMode | None = None,
+        max_commit_time_ms: int | None = None,
+    ) -> _TransactionContext:
+        """Start a transaction; ``async with await session.start_transaction():`` commits it at the
+        end of the block (aborts it on an exception)."""
+        self._check_ended()
+        if self._options.snapshot:
+            raise InvalidOperation("Transactions are not supported in snapshot sessions")
+        if self.in_transaction:
+            raise InvalidOperation("Transaction already in progress")
+        if max_commit_time_ms is None and self._options.default_transaction_options is not None:
+            max_commit_time_ms = self._options.default_transaction_options.max_commit_time_ms
+        opts = TransactionOptions(
+            self._inherit("read_concern", read_concern),
+            self._inherit("write_concern", write_concern),
+            self._inherit("read_preference", read_preference),
+            max_commit_time_ms,
+        )
+        if self._busy:
+            raise InvalidOperation("this session is in use by another operation")
+        self._busy = True
+        try:
+            capsule = await self._ensure_started()
+            await self._session_job(self._client._core, capsule, "startTransaction",
+                                    _encode_txn_opts(opts))
+        finally:
+            self._busy = False
+        self._txn_opts = opts
+        self._state = _TxnState.STARTING
+        return _TransactionContext(self)
+
+    async def commit_transaction(self) -> None:
+        """Commit; PyMongo's rules: committing an empty transaction sends nothing, a commit may be
+        retried, a commit after an abort is refused. An unknown outcome carries the
+        ``UnknownTransactionCommitResult`` label."""
+        self._check_ended()
+        state = self._state
+        if state == _TxnState.NONE:
+            raise InvalidOperation("No transaction started")
+        if state in (_TxnState.STARTING, _TxnState.COMMITTED_EMPTY):
+            self._state = _TxnState.COMMITTED_EMPTY
+            await self._finish("commit")  # nothing reached the server: libmongoc sends nothing
+            return
+        if state == _TxnState.ABORTED:
+            raise InvalidOperation("Cannot call commitTransaction after calling abortTransaction")
+        self._state = _TxnState.IN_PROGRESS
+        try:
+            await self._finish("commit")
+        except ConnectionFailure as exc:
+            exc._remove_error_label("TransientTransactionError")
+            exc._add_error_label("UnknownTransactionCommitResult")
+            raise
+        except WTimeoutError as exc:
+            exc._add_error_label("UnknownTransactionCommitResult")
+            raise
+        except OperationFailure as exc:
+            if exc.code in _UNKNOWN_COMMIT_CODES:
+                exc._add_error_label("UnknownTransactionCommitResult")
+            raise
+        finally:
+            self._state = _TxnState.COMMITTED
+
+    async def abort_transaction(self) -> None:
+        """Abort; errors of the abort itself are ignored, as the specification says."""
+        self._check_ended()
+        state = self._state
+        if state == _TxnState.NONE:
+            raise InvalidOperation("No transaction started")
+        if state == _TxnState.ABORTED:
+            raise InvalidOperation("Cannot call abortTransaction twice")
+        if state in (_TxnState.COMMITTED, _TxnState.COMMITTED_EMPTY):
+            raise InvalidOperation("Cannot call abortTransaction after calling commitTransaction")
+        try:
+            await self._finish("abort")
+        except (OperationFailure, ConnectionFailure):
+            pass
+        finally:
+            self._state = _TxnState.ABORTED
+
+    async def _finish(self, action: str) -> Any:
+        if self._busy:
+            raise InvalidOperation("this session is in use by another operation")
+        self._busy = True
+        try:
+            return await self._session_job(self._client._core, self._capsule, action)
+        finally:
+            self._busy = False
+
+    async def with_transaction(
+        self,
+        callback: Callable[["AsyncClientSession"], Awaitable[_T]],
+        read_concern: ReadConcern | None = None,
+        write_concern: WriteConcern | None = None,
+        read_preference: _ServerMode | None = None,
+        max_commit_time_ms: int | None = None,
+    ) -> _T:
+        """Run ``callback(session)`` in a transaction and commit it, retrying the whole transaction
+        on ``TransientTransactionError`` and the commit on ``UnknownTransactionCommitResult``, for
+        up to 120 seconds (the convenient transaction API of the specification)."""
+        start = time.monotonic()
+        retry = 0
+
+        def within(extra: float = 0.0) -> bool:
+            return time.monotonic() + extra - start < _WITH_TRANSACTION_TIMEOUT
+
+        while True:
+            if retry:
+                backoff = random.random() * min(_BACKOFF_INITIAL * 1.5**retry, _BACKOFF_MAX)
+                if within(backoff):
+                    await asyncio.sleep(backoff)
+            retry += 1
+            await self.start_transaction(read_concern, write_concern, read_preference,
+                                         max_commit_time_ms)
+            try:
+                result = await callback(self)
+            except BaseException as exc:
+                if self.in_transaction:
+                    await self.abort_transaction()
+                if (isinstance(exc, PyMongoError) and exc.has_error_label("TransientTransactionError")
+                        and within()):
+                    continue
+                raise
+            if not self.in_transaction:
+                return result  # the callback committed or aborted itself
+            while True:
+                try:
+                    await self.commit_transaction()
+                except PyMongoError as exc:
+                    if (exc.has_error_label("UnknownTransactionCommitResult") and within()
+                            and not (isinstance(exc, OperationFailure) and exc.code == 50)):
+                        continue
+                    if exc.has_error_label("TransientTransactionError") and within():
+                        break
+                    raise
+                return result
+
+    # ---- cluster and operation time (informational) ----------------------------------------
+
+    @property
+    def cluster_time(self) -> Mapping[str, Any] | None:
+        return None
+
+    @property
+    def operation_time(self) -> Timestamp | None:
+        return None
+
+
+async def run_in_session(core: Any, session: AsyncClientSession | None, op: int, kind: int, db: str,
+                         coll: str | None, cmd: bytes, opts: bytes | None, codec: Any,
+                         flags: int = 0, server_id: int = 0) -> Any:
+    """Submit one job, in ``session`` if given, and await it with the design's cancellation rule."""
+    if session is None:
+        future = core.submit(op, kind, db, coll, cmd, opts, codec, flags, server_id)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            core.cancel(future)
+            raise
+    return await session._run(core, op, kind, db, coll, cmd, opts, codec, flags, server_id)
+
+
+def check_session(client: "AsyncMongoClient", session: Any) -> AsyncClientSession | None:
+    """``session=`` of an operation: None, or a live session of this client."""
+    if session is None:
+        return None
+    if not isinstance(session, AsyncClientSession):
+        raise TypeError(
+            f"session must be an instance of asyncmongo.client_session.AsyncClientSession, "
+            f"not {type(session)}"
+        )
+    session._check_owner(client)
+    return session
+
+
+__all__ = ["AsyncClientSession", "SessionOptions", "TransactionOptions"]
