@@ -163,6 +163,32 @@ class _ReadsMixin:
             self._codec_options, batch_size or 0, max_await_time_ms, kwargs.get("comment"), session,
         )
 
+    async def watch(
+        self,
+        pipeline: list[Mapping[str, Any]] | None = None,
+        full_document: str | None = None,
+        resume_after: Mapping[str, Any] | None = None,
+        max_await_time_ms: int | None = None,
+        batch_size: int | None = None,
+        collation: Any = None,
+        start_at_operation_time: Any = None,
+        session: Any = None,
+        start_after: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        full_document_before_change: str | None = None,
+        show_expanded_events: bool | None = None,
+    ) -> Any:
+        """A change stream on this collection (``AsyncCollectionChangeStream``), already open:
+        ``async with await coll.watch() as stream: async for change in stream: ...``.
+        Arguments as PyMongo's ``watch``."""
+        from asyncmongo.change_stream import AsyncCollectionChangeStream, open_change_stream
+
+        return await open_change_stream(
+            AsyncCollectionChangeStream, self, pipeline, full_document, resume_after,
+            max_await_time_ms, batch_size, collation, start_at_operation_time, session, start_after,
+            comment, full_document_before_change, show_expanded_events,
+        )
+
     # ---- counts ----------------------------------------------------------------------------
 
     async def count_documents(

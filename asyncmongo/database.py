@@ -362,6 +362,32 @@ class AsyncDatabase:
             comment=options.get("comment"), session=session,
         )
 
+    async def watch(
+        self,
+        pipeline: list[Mapping[str, Any]] | None = None,
+        full_document: str | None = None,
+        resume_after: Mapping[str, Any] | None = None,
+        max_await_time_ms: int | None = None,
+        batch_size: int | None = None,
+        collation: Any = None,
+        start_at_operation_time: Any = None,
+        session: Any = None,
+        start_after: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        full_document_before_change: str | None = None,
+        show_expanded_events: bool | None = None,
+    ) -> Any:
+        """A change stream on every collection of this database (``AsyncDatabaseChangeStream``),
+        already open: ``async with await db.watch() as stream: async for change in stream: ...``.
+        Arguments as PyMongo's ``watch``."""
+        from asyncmongo.change_stream import AsyncDatabaseChangeStream, open_change_stream
+
+        return await open_change_stream(
+            AsyncDatabaseChangeStream, self, pipeline, full_document, resume_after,
+            max_await_time_ms, batch_size, collation, start_at_operation_time, session, start_after,
+            comment, full_document_before_change, show_expanded_events,
+        )
+
     def with_options(
         self,
         codec_options: CodecOptions | None = None,

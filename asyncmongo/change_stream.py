@@ -1,0 +1,481 @@
+"""Change streams, with PyMongo's API (``pymongo.asynchronous.change_stream``) and the change
+streams specification's resume rules: after a resumable error a stream reopens itself once, from the
+last resume token it cached (or the operation time it started at), and kills the old server cursor.
+
+A stream's server cursor is plain data like any cursor here (cursor.py): the aggregate and each
+getMore are one core job (``RES_STREAM``, which also returns the batch's postBatchResumeToken and
+the reply's operationTime). A getMore waits on the server up to ``max_await_time_ms``, holding one
+worker thread all that time.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from typing import TYPE_CHECKING, Any, Mapping
+
+import bson
+from bson.codec_options import CodecOptions
+from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
+from pymongo import common
+from pymongo.collation import validate_collation_or_none
+from pymongo.errors import (
+    ConnectionFailure,
+    CursorNotFound,
+    InvalidOperation,
+    OperationFailure,
+    PyMongoError,
+)
+
+from asyncmongo import _core
+from asyncmongo._execute import execute
+from asyncmongo.client_session import check_session, run_in_session
+
+if TYPE_CHECKING:
+    from asyncmongo.client import AsyncMongoClient
+
+_encode = bson.encode
+
+# The specification's resumable server codes for servers before 4.4 (wire version 9), which do not
+# label their errors; later servers say it with the ResumableChangeStreamError label alone.
+_RESUMABLE_CODES = frozenset(
+    {6, 7, 63, 89, 91, 133, 150, 189, 234, 262, 9001, 10107, 11600, 11602, 13388, 13435, 13436}
+)
+_LABELS_WIRE_VERSION = 9
+
+
+def _resumable(exc: PyMongoError, max_wire_version: int | None = None) -> bool:
+    """Whether a getMore error allows one resume (the change streams specification): network
+    errors, CursorNotFound, a ResumableChangeStreamError label, or (servers before wire version 9
+    only) one of the listed codes."""
+    if isinstance(exc, (ConnectionFailure, CursorNotFound)):
+        return True
+    if isinstance(exc, OperationFailure):
+        if exc.has_error_label("ResumableChangeStreamError"):
+            return True
+        return (max_wire_version is not None and max_wire_version < _LABELS_WIRE_VERSION
+                and exc.code in _RESUMABLE_CODES)
+    return False
+
+
+class _StreamCursor:
+    """The server cursor under a stream: id, namespace, pinned server and the core session it lives
+    in; each batch is one job. Never resurrected: once killed, a stream opens a new one."""
+
+    def __init__(self, stream: "AsyncChangeStream", first: tuple[Any, ...]) -> None:
+        cursor_id, ns, docs, server_id, capsule, meta = first
+        self._core = stream._core
+        self._db_name = stream._db_name
+        self._id = cursor_id
+        ns = ns or ""
+        self._coll_name = ns.split(".", 1)[1] if "." in ns else ""
+        self.server_id = server_id
+        # The core session (capsule) the cursor's getMores run in; None in a user's session, whose
+        # capsule the getMores take through that session instead.
+        self._capsule = capsule
+        self._user_session = stream._session
+        self._codec_options = stream._job_codec_options
+        self._batch_size = stream._batch_size
+        self._max_await_time_ms = stream._max_await_time_ms
+        self._comment = stream._comment
+        self.data: deque[Any] = deque(docs)
+        self.post_batch_resume_token = meta.get("postBatchResumeToken")
+        self._killed = cursor_id == 0
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.data) or not self._killed
+
+    async def _get_more(self) -> None:
+        cmd: dict[str, Any] = {"getMore": Int64(self._id), "collection": self._coll_name}
+        if self._batch_size:
+            cmd["batchSize"] = self._batch_size
+        if self._max_await_time_ms is not None:
+            cmd["maxTimeMS"] = self._max_await_time_ms
+        if self._comment is not None:
+            cmd["comment"] = self._comment
+        core = self._core
+        if self._user_session is not None:
+            result = await run_in_session(
+                core, self._user_session, _core.OP_READ, _core.RES_STREAM, self._db_name, None,
+                _encode(cmd), None, self._codec_options, 0, self.server_id,
+            )
+        else:
+            result = await execute(
+                core,
+                core.submit(_core.OP_READ, _core.RES_STREAM, self._db_name, None, _encode(cmd),
+                            None, self._codec_options, 0, self.server_id, self._capsule),
+            )
+        cursor_id, _ns, docs, _sid, _capsule, meta = result
+        if "postBatchResumeToken" in meta:
+            self.post_batch_resume_token = meta["postBatchResumeToken"]
+        if not self._killed:  # a close() that ran meanwhile stays closed
+            self._id = cursor_id
+            if cursor_id == 0:  # the server ended it (an invalidate event)
+                self._killed = True
+                self._capsule = None
+        self.data.extend(docs)
+
+    async def try_next(self, get_more_allowed: bool) -> Any:
+        if not self.data and not self._killed and get_more_allowed:
+            await self._get_more()
+        return self.data.popleft() if self.data else None
+
+    def kill(self) -> Any:
+        """Send killCursors without waiting (fire and forget: the job never raises), if needed.
+        In the cursor's session, so it runs after a getMore still in flight there."""
+        self.data.clear()
+        if self._killed:
+            return None
+        self._killed = True
+        capsule, self._capsule = self._capsule, None
+        core = self._core
+        if not self._id or core is None or core.closed:
+            return None
+        user = self._user_session
+        if user is not None:
+            if user.has_ended or user._capsule is None:
+                return None
+            capsule = user._capsule
+        cmd = _encode({"killCursors": self._coll_name, "cursors": [Int64(self._id)]})
+        try:
+            return core.submit(_core.OP_COMMAND, _core.RES_NONE, self._db_name, None, cmd, None,
+                               None, _core.FLAG_QUIET, self.server_id, capsule)
+        except InvalidOperation:  # the client closed meanwhile: the server dropped the cursor
+            return None
+
+    def __del__(self) -> None:
+        # Collected unfinished: kill it on the server, if a loop is running to carry the request.
+        if getattr(self, "_killed", True):
+            return
+        try:
+            self.kill()
+        except Exception:
+            pass  # no running loop: the server times the cursor out
+
+
+class AsyncChangeStream:
+    """A change stream: ``async for change in stream``, ``try_next()``, ``resume_token``,
+    ``alive``, ``close()``, ``async with``. Made by ``watch()`` on a collection, a database or the
+    client (as PyMongo's, never directly).
+
+    A stream resumes by itself once per resumable error. Any other error closes it, except a
+    timeout (``ExecutionTimeout``, ``NetworkTimeout``); so does cancelling the task awaiting it
+    (as PyMongo's: the batch being fetched is lost, so the stream cannot go on where it was)."""
+
+    _aggregate_target: Any = 1
+
+    def __init__(
+        self,
+        target: Any,
+        pipeline: list[Mapping[str, Any]] | None,
+        full_document: str | None,
+        resume_after: Mapping[str, Any] | None,
+        max_await_time_ms: int | None,
+        batch_size: int | None,
+        collation: Any,
+        start_at_operation_time: Any,
+        session: Any,
+        start_after: Mapping[str, Any] | None,
+        comment: Any = None,
+        full_document_before_change: str | None = None,
+        show_expanded_events: bool | None = None,
+    ) -> None:
+        if pipeline is None:
+            pipeline = []
+        pipeline = common.validate_list("pipeline", pipeline)
+        common.validate_string_or_none("full_document", full_document)
+        common.validate_string_or_none("full_document_before_change", full_document_before_change)
+        self._collation = validate_collation_or_none(collation)
+        common.validate_non_negative_integer_or_none("batchSize", batch_size)
+        if max_await_time_ms is not None and (
+            not isinstance(max_await_time_ms, int) or isinstance(max_await_time_ms, bool)
+        ):
+            raise TypeError("max_await_time_ms must be an integer or None")
+        self._target = target
+        client = self._client
+        self._core = client._core
+        self._session = check_session(client, session)
+        self._codec_options: CodecOptions = target.codec_options
+        # With custom decoders a change is decoded raw first, so that its resume token keeps the
+        # server's exact bytes (as PyMongo does); the user's types are applied to the copy returned.
+        self._decode_custom = bool(self._codec_options.type_registry._decoder_map)
+        self._job_codec_options = (
+            self._codec_options.with_options(document_class=RawBSONDocument)
+            if self._decode_custom else self._codec_options
+        )
+        self._pipeline = copy.deepcopy(pipeline)
+        self._full_document = full_document
+        self._full_document_before_change = full_document_before_change
+        self._uses_start_after = start_after is not None
+        self._uses_resume_after = resume_after is not None
+        self._resume_token = copy.deepcopy(start_after or resume_after)
+        self._max_await_time_ms = max_await_time_ms
+        self._batch_size = batch_size
+        self._start_at_operation_time = start_at_operation_time
+        self._comment = comment
+        self._show_expanded_events = show_expanded_events
+        self._closed = False
+        self._cursor: _StreamCursor | None = None
+        self._max_wire_version: int | None = None
+
+    # ---- what the subclasses say -------------------------------------------------------------
+
+    @property
+    def _client(self) -> "AsyncMongoClient":
+        return self._target._client
+
+    @property
+    def _db_name(self) -> str:
+        return self._target._name
+
+    def _job_opts(self) -> bytes | None:
+        """The target's read preference and read concern when they are not the client's (libmongoc
+        applies the client's own)."""
+        opts: dict[str, Any] = {}
+        if self._target._read_opts is not None:
+            opts["$readPreference"] = self._target._read_preference.document
+        if self._target._read_concern_doc:
+            opts["readConcern"] = self._target._read_concern_doc
+        return _encode(opts) if opts else None
+
+    # ---- the aggregate -----------------------------------------------------------------------
+
+    def _change_stream_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self._full_document is not None:
+            options["fullDocument"] = self._full_document
+        if self._full_document_before_change is not None:
+            options["fullDocumentBeforeChange"] = self._full_document_before_change
+        if self._resume_token is not None:
+            options["startAfter" if self._uses_start_after else "resumeAfter"] = self._resume_token
+        elif self._start_at_operation_time is not None:
+            options["startAtOperationTime"] = self._start_at_operation_time
+        if self._show_expanded_events:
+            options["showExpandedEvents"] = self._show_expanded_events
+        return options
+
+    def _aggregate_command(self) -> dict[str, Any]:
+        pipeline: list[Any] = [{"$changeStream": self._change_stream_options()}]
+        pipeline.extend(self._pipeline)
+        cursor: dict[str, Any] = {}
+        if self._batch_size is not None:
+            cursor["batchSize"] = self._batch_size
+        cmd: dict[str, Any] = {"aggregate": self._aggregate_target, "pipeline": pipeline,
+                               "cursor": cursor}
+        if self._collation is not None:
+            cmd["collation"] = self._collation
+        if self._comment is not None:
+            cmd["comment"] = self._comment
+        return cmd
+
+    async def _create_cursor(self) -> _StreamCursor:
+        raw = _encode(self._aggregate_command(), False, self._codec_options)
+        first = await run_in_session(
+            self._core, self._session, _core.OP_READ, _core.RES_STREAM, self._db_name, None, raw,
+            self._job_opts(), self._job_codec_options, _core.FLAG_PIN,
+        )
+        cursor = _StreamCursor(self, first)
+        meta = first[5]
+        # An empty first batch: cache where the stream starts, for a resume before any change.
+        if not cursor.data:
+            if cursor.post_batch_resume_token is not None:
+                self._resume_token = cursor.post_batch_resume_token
+            elif (self._start_at_operation_time is None and not self._uses_resume_after
+                  and not self._uses_start_after):
+                self._start_at_operation_time = meta.get("operationTime")
+                if self._start_at_operation_time is None:
+                    cursor.kill()
+                    raise OperationFailure(
+                        "Expected field 'operationTime' missing from command response"
+                    )
+        return cursor
+
+    async def _initialize_cursor(self) -> None:
+        self._cursor = await self._create_cursor()
+
+    async def _resume(self) -> None:
+        """Reopen the stream where it was; the old cursor is killed without waiting for it (its
+        server may be unreachable, which is often why we are here)."""
+        assert self._cursor is not None
+        self._cursor.kill()
+        cursor = await self._create_cursor()
+        if self._closed:  # closed while reopening
+            cursor.kill()
+        self._cursor = cursor
+
+    async def _server_wire_version(self) -> int | None:
+        """The cursor server's maxWireVersion (asked once, only for an unlabelled server error
+        whose code older servers call resumable)."""
+        if self._max_wire_version is None and self._cursor is not None:
+            core = self._core
+            try:
+                reply = await execute(
+                    core,
+                    core.submit(_core.OP_COMMAND, _core.RES_DOC, "admin", None,
+                                _encode({"hello": 1}), None, None, 0, self._cursor.server_id),
+                )
+            except PyMongoError:
+                return None
+            self._max_wire_version = int(reply.get("maxWireVersion", 0))
+        return self._max_wire_version
+
+    async def _is_resumable(self, exc: PyMongoError) -> bool:
+        if _resumable(exc):
+            return True
+        if (isinstance(exc, OperationFailure) and exc.code in _RESUMABLE_CODES
+                and not (exc.details or {}).get("errorLabels")):
+            return _resumable(exc, await self._server_wire_version())
+        return False
+
+    # ---- iterating ---------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """False once the stream is closed (by close(), an invalidate event or a fatal error).
+        While True, next() may still end and try_next() may return None."""
+        return not self._closed
+
+    @property
+    def resume_token(self) -> Mapping[str, Any] | None:
+        """The token to resume after the most recent change (or, with no change yet, the
+        server's latest postBatchResumeToken): pass it as ``resume_after`` to a new stream."""
+        return copy.deepcopy(self._resume_token)
+
+    def __aiter__(self) -> "AsyncChangeStream":
+        return self
+
+    async def next(self) -> Any:
+        """The next change, waiting for one (a getMore every max_await_time_ms until one comes).
+        Raises StopAsyncIteration once the stream is closed."""
+        while self.alive:
+            doc = await self.try_next()
+            if doc is not None:
+                return doc
+        raise StopAsyncIteration
+
+    __anext__ = next
+
+    async def try_next(self) -> Any:
+        """The next change, or None if none is buffered and one getMore (waiting at most
+        max_await_time_ms on the server) brings none. The resume token may advance either way."""
+        cursor = self._cursor
+        assert cursor is not None
+        if not self._closed and not cursor.alive:
+            await self._resume()
+        try:
+            try:
+                change = await self._cursor.try_next(True)
+            except PyMongoError as exc:
+                if self._closed or not await self._is_resumable(exc):
+                    raise
+                await self._resume()
+                change = await self._cursor.try_next(False)
+        except PyMongoError as exc:
+            if not await self._is_resumable(exc) and not exc.timeout:
+                await self.close()
+            raise
+        except BaseException:
+            # Cancelled (or interrupted): the batch in flight is lost, so the stream ends here; the
+            # cursor is killed without waiting, as a cancelled task cannot await.
+            self._closed = True
+            self._cursor.kill()
+            raise
+
+        cursor = self._cursor
+        if not cursor.alive:
+            self._closed = True
+        if change is None:
+            # Nothing new: the server's postBatchResumeToken says how far the stream has looked.
+            if cursor.post_batch_resume_token is not None:
+                self._resume_token = cursor.post_batch_resume_token
+                self._start_at_operation_time = None
+            return None
+        try:
+            resume_token = change["_id"]
+        except KeyError:
+            await self.close()
+            raise InvalidOperation(
+                "Cannot provide resume functionality when the resume token is missing."
+            ) from None
+        # The last change of a batch: the postBatchResumeToken is at least as far along.
+        if not cursor.data and cursor.post_batch_resume_token:
+            resume_token = cursor.post_batch_resume_token
+        # From the first change on, a resume continues after it (startAfter served its turn).
+        self._uses_start_after = False
+        self._uses_resume_after = True
+        self._resume_token = resume_token
+        self._start_at_operation_time = None
+        if self._decode_custom:
+            return bson.decode(change.raw, self._codec_options)
+        return change
+
+    # ---- closing -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the stream and kill its server cursor."""
+        self._closed = True
+        if self._cursor is None:
+            return
+        future = self._cursor.kill()
+        if future is not None:
+            await future
+
+    async def __aenter__(self) -> "AsyncChangeStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+class AsyncCollectionChangeStream(AsyncChangeStream):
+    """A change stream on one collection (``AsyncCollection.watch``)."""
+
+    @property
+    def _db_name(self) -> str:
+        return self._target._db_name
+
+    @property
+    def _aggregate_target(self) -> str:  # type: ignore[override]
+        return self._target._name
+
+
+class AsyncDatabaseChangeStream(AsyncChangeStream):
+    """A change stream on every collection of a database (``AsyncDatabase.watch``)."""
+
+
+class AsyncClusterChangeStream(AsyncDatabaseChangeStream):
+    """A change stream on every database of the deployment (``AsyncMongoClient.watch``): an
+    ``allChangesForCluster`` stream opened in ``admin``."""
+
+    @property
+    def _client(self) -> "AsyncMongoClient":
+        return self._target
+
+    @property
+    def _db_name(self) -> str:
+        return "admin"
+
+    def _job_opts(self) -> bytes | None:
+        return None  # the client's own read preference and read concern: libmongoc applies them
+
+    def _change_stream_options(self) -> dict[str, Any]:
+        options = super()._change_stream_options()
+        options["allChangesForCluster"] = True
+        return options
+
+
+async def open_change_stream(cls: type[AsyncChangeStream], target: Any, *args: Any) -> Any:
+    """Make a stream of ``cls`` on ``target`` (watch()'s arguments in order) and open it."""
+    stream = cls(target, *args)
+    await stream._initialize_cursor()
+    return stream
+
+
+__all__ = [
+    "AsyncChangeStream",
+    "AsyncClusterChangeStream",
+    "AsyncCollectionChangeStream",
+    "AsyncDatabaseChangeStream",
+]
