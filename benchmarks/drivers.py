@@ -1,4 +1,4 @@
-"""Uniform adapters over each driver under test: connect, find_one by _id, insert_one, close.
+"""Uniform adapters over each driver under test: connect, the benchmark's operations, close.
 
 Adapters import their driver lazily so one missing or broken driver never hides the others.
 """
@@ -17,7 +17,12 @@ DRIVERS = (
     "motor",
     "mongojet",
 )
+# The ceiling (benchmarks/ceiling.c: native threads calling libmongoc) is a column like a driver,
+# but runs through benchmarks.native, not through an adapter.
+CEILING = "ceiling"
+COLUMNS = DRIVERS + (CEILING,)
 ALIASES = {"asyncmongo": ("asyncmongo-eventfd", "asyncmongo-threadsafe")}
+HELLO = {"hello": True}
 
 
 def _dist_version(dist: str, module: Any = None) -> str:
@@ -50,10 +55,21 @@ def bench_uri(uri: str) -> str:
 
 
 class Adapter:
-    """One connected client plus the two operations under test."""
+    """One connected client bound to one collection, plus the operations under test.
+
+    The op attributes return the driver's own awaitable where the driver has one: a wrapper
+    coroutine would add harness overhead to every op's CPU figure.
+    """
 
     find_one: Callable[[Any], Awaitable[Any]]
     insert_one: Callable[[dict], Awaitable[Any]]
+    insert_many: Callable[[list], Awaitable[Any]]
+    command_hello: Callable[[], Awaitable[Any]]
+    find_all: Callable[[], Awaitable[list]]
+
+    async def reset(self) -> None:
+        """Drop and re-create the collection (the spec's "before task" for inserts)."""
+        raise NotImplementedError
 
     async def ping(self) -> None:
         raise NotImplementedError
@@ -63,15 +79,23 @@ class Adapter:
 
 
 class _PymongoStyle(Adapter):
-    """Drivers whose client mirrors PyMongo: client[db][coll], admin.command, async close."""
+    """Drivers whose client mirrors PyMongo: client[db][coll], db.command, async close."""
 
     def __init__(self, client: Any, collection: str) -> None:
         self.client = client
-        coll = client[DB_NAME][collection]
-        # Return the driver's own awaitable: a wrapper coroutine would add harness
-        # overhead to every op's CPU figure.
+        self._db = db = client[DB_NAME]
+        self._name = collection
+        coll = db[collection]
         self.find_one = lambda _id, f=coll.find_one: f({"_id": _id})
         self.insert_one = coll.insert_one
+        self.insert_many = coll.insert_many
+        self.command_hello = lambda c=db.command: c(HELLO)
+        # find() is synchronous in all three; to_list() drains every batch (getMores included).
+        self.find_all = lambda f=coll.find: f({}).to_list(None)
+
+    async def reset(self) -> None:
+        await self._db.drop_collection(self._name)
+        await self._db.create_collection(self._name)
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
@@ -85,17 +109,34 @@ class _PymongoStyle(Adapter):
 class _Mongojet(Adapter):
     def __init__(self, client: Any, collection: str) -> None:
         self.client = client
-        self._db = client.get_database(DB_NAME)
-        coll = self._db.get_collection(collection)
+        self._db = db = client.get_database(DB_NAME)
+        self._name = collection
+        self._coll = coll = db.get_collection(collection)
         self.find_one = lambda _id, f=coll.find_one: f({"_id": _id})
         self.insert_one = coll.insert_one
+        self.insert_many = coll.insert_many
+        # mongojet has no Database.command(); run_command is its spelling.
+        self.command_hello = lambda c=db.run_command: c(HELLO)
+
+    async def find_all(self) -> list:
+        # find() is a coroutine here (it opens the cursor); to_list() drains it in Rust.
+        return await (await self._coll.find({})).to_list()
+
+    async def reset(self) -> None:
+        await self._coll.drop()
+        await self._db.create_collection(self._name)
 
     async def ping(self) -> None:
-        # mongojet has no Database.command(); run_command is its spelling.
         await self.client.get_database("admin").run_command({"ping": 1})
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def inserted_count(result: Any) -> int:
+    """How many ids an insert_many result reports (mongojet returns a dict, the others an object)."""
+    ids = result["inserted_ids"] if isinstance(result, dict) else result.inserted_ids
+    return len(ids)
 
 
 def probe(name: str) -> dict:
@@ -155,17 +196,18 @@ async def connect(name: str, uri: str, collection: str, pool_size: int) -> Adapt
 
 
 def expand(names: str | None) -> list[str]:
+    """Columns named on the command line (drivers and "ceiling"), in canonical order."""
     if not names:
-        return list(DRIVERS)
+        return list(COLUMNS)
     out: list[str] = []
     for raw in names.split(","):
         n = raw.strip()
         if not n:
             continue
         for m in ALIASES.get(n, (n,)):
-            if m not in DRIVERS:
-                raise SystemExit(f"unknown driver {m!r}; choose from {', '.join(DRIVERS)} or asyncmongo")
+            if m not in COLUMNS:
+                raise SystemExit(f"unknown driver {m!r}; choose from {', '.join(COLUMNS)} or asyncmongo")
             if m not in out:
                 out.append(m)
     # Canonical order, so tables from different invocations line up column for column.
-    return sorted(out, key=DRIVERS.index)
+    return sorted(out, key=COLUMNS.index)

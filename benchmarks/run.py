@@ -1,7 +1,9 @@
-"""Runner: every driver x op x concurrency, each measurement in its own worker process.
+"""Runner: every server x task x concurrency x driver, plus the C ceiling, each measured in its own process.
 
-One server for the whole run (SecantusDB started here, or MONGODB_URI); drivers run one at
-a time. Prints one markdown table to stdout, progress to stderr; optional --json/--markdown.
+Servers run one after the other, each in its own process (SecantusDB; benchmarks/server, the C
+in-memory wire server; or MONGODB_URI). Tasks: the single- and multi-document tasks of MongoDB's
+Driver Performance Benchmarking spec and a find_one/insert_one concurrency sweep. Prints one markdown
+table on stdout and progress on stderr; writes --json, --markdown and a --plot PNG.
 """
 from __future__ import annotations
 
@@ -17,21 +19,42 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import drivers
-from benchmarks.worker import OPS
+from benchmarks import drivers, spec_tasks
+from benchmarks.progress import Progress
+from benchmarks.spec_tasks import SWEEP_CONCURRENCY, TASKS, Task
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONCURRENCY = (1, 64, 1024)
-# Sized so the default run (5 drivers x 2 ops x 3 levels) stays at a few minutes on a
-# 2-core box against SecantusDB, which tops out around 2k ops/s.
-DEFAULT_OPS = 10000
-QUICK_OPS = 100
-DEMO_OPS = 2000
-DEFAULT_SEED_DOCS = 1000
-QUICK_SEED_DOCS = 100
 DEFAULT_BASELINE = "asyncmongo-eventfd"
+SERVERS = ("secantus", "cbench")
+SERVER_TITLES = {"secantus": "SecantusDB", "cbench": "C bench server", "uri": "MONGODB_URI"}
+SERVER_LABELS = {"secantus": "SecantusDB", "cbench": "C bench", "uri": "URI"}  # table column
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Counts for one kind of run. ``scale`` multiplies the spec's per-iteration counts."""
+
+    scale: float
+    iterations: int
+    sweep_ops: int
+    seed_docs: int
+    server: str
+    plot: Path | None
+
+
+MODES = {
+    # Spec counts, five iterations a cell (the spec asks for a minute or 100 iterations per task;
+    # 2 drivers' worth of that alone would take hours on SecantusDB).
+    "full": Mode(1.0, 5, 10_000, 1000, "both", REPO_ROOT / "benchmarks" / "results.png"),
+    # The README's main job: a few minutes on 2 cores, on the embedded server (SecantusDB, the
+    # realistic one) and on the C server, where the drivers are the bottleneck.
+    "demo": Mode(0.1, 3, 2000, 1000, "both", spec_tasks.SCRATCH / "results-demo.png"),
+    # Smoke: every cell runs, counts tiny; the figures mean nothing.
+    "quick": Mode(0.002, 2, 100, 100, "both", None),
+}
 
 
 def _log(msg: str) -> None:
@@ -47,20 +70,6 @@ def _child_env() -> dict[str, str]:
 
 def _worker_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "benchmarks.worker", *args]
-
-
-def probe(name: str) -> dict:
-    """Import check in a child: a half-built extension may crash rather than raise."""
-    try:
-        p = subprocess.run(_worker_cmd("--driver", name, "--probe"), capture_output=True,
-                           text=True, timeout=120, cwd=REPO_ROOT, env=_child_env())
-    except subprocess.TimeoutExpired:
-        return {"available": False, "version": None, "error": "probe timed out"}
-    parsed = _last_json(p.stdout)
-    if parsed is None:
-        return {"available": False, "version": None,
-                "error": f"probe exited {p.returncode}: {_tail(p.stderr)}"}
-    return {k: parsed.get(k) for k in ("available", "version", "error")}
 
 
 def _last_json(stdout: str) -> dict | None:
@@ -79,11 +88,60 @@ def _tail(text: str, n: int = 600) -> str:
     return text[-n:].replace("\n", " | ")
 
 
-def measure(name: str, op: str, concurrency: int, ops: int, uri: str, args) -> dict:
-    cmd = _worker_cmd("--driver", name, "--op", op, "--concurrency", str(concurrency),
-                      "--ops", str(ops), "--uri", uri, "--loop", args.loop,
-                      "--pool-size", str(args.pool_size), "--seed-docs", str(args.seed_docs))
-    base = {"driver": name, "op": op, "concurrency": concurrency}
+def probe(name: str) -> dict:
+    """Import check in a child (a half-built extension may crash rather than raise); the ceiling
+    is probed by building it."""
+    if name == drivers.CEILING:
+        try:
+            from benchmarks import native
+
+            paths = native.build()
+        except Exception as e:  # noqa: BLE001 - compiler missing, libmongoc headers missing, ...
+            return {"available": False, "version": None, "error": f"{type(e).__name__}: {e}"}
+        return {"available": True, "version": "libmongoc (C, native threads)",
+                "error": None, "path": str(paths["ceiling"])}
+    try:
+        p = subprocess.run(_worker_cmd("--driver", name, "--probe"), capture_output=True,
+                           text=True, timeout=120, cwd=REPO_ROOT, env=_child_env())
+    except subprocess.TimeoutExpired:
+        return {"available": False, "version": None, "error": "probe timed out"}
+    parsed = _last_json(p.stdout)
+    if parsed is None:
+        return {"available": False, "version": None,
+                "error": f"probe exited {p.returncode}: {_tail(p.stderr)}"}
+    return {k: parsed.get(k) for k in ("available", "version", "error")}
+
+
+# --- one measurement ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    server: str
+    task: Task
+    concurrency: int
+    driver: str
+
+
+def cell_counts(task: Task, args, concurrency: int = 1) -> tuple[int, int, int]:
+    """(ops per iteration, iterations, docs seeded) for a task in this run."""
+    if task.kind == "sweep":
+        # At least one op per task, so "concurrency C" really means C requests in flight.
+        return max(args.ops, concurrency), 1, args.seed_docs
+    n = spec_tasks.scaled(task, args.scale)
+    return n, args.iterations, n
+
+
+def measure_driver(cell: Cell, uri: str, args) -> dict:
+    ops, iterations, seeded = cell_counts(cell.task, args, cell.concurrency)
+    cmd = _worker_cmd("--driver", cell.driver, "--task", cell.task.name,
+                      "--concurrency", str(cell.concurrency), "--ops", str(ops),
+                      "--iterations", str(iterations), "--uri", uri, "--loop", args.loop,
+                      "--pool-size", str(args.pool_size), "--seed-docs", str(seeded))
+    if cell.task.seeded:
+        cmd.append("--no-seed")  # the runner seeded it once for every driver
+    if args.data_dir is not None:
+        cmd += ["--data-dir", str(args.data_dir)]
+    base = {"driver": cell.driver, "task": cell.task.name, "concurrency": cell.concurrency}
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
                            cwd=REPO_ROOT, env=_child_env())
@@ -96,6 +154,53 @@ def measure(name: str, op: str, concurrency: int, ops: int, uri: str, args) -> d
         res["error"] = f"worker exited {p.returncode}: {_tail(p.stderr)}"
     return res
 
+
+def measure_ceiling(cell: Cell, uri: str, args) -> dict:
+    """The same task through benchmarks/ceiling.c, in its own process, in the workers' terms."""
+    from benchmarks import native
+
+    task = cell.task
+    ops, iterations, seeded = cell_counts(task, args, cell.concurrency)
+    base = {"driver": drivers.CEILING, "task": task.name, "op": task.op, "kind": task.kind,
+            "concurrency": cell.concurrency, "pool_size": args.pool_size}
+    # Its own collection: it seeds read tasks itself (the same documents, _id 0..S-1).
+    coll = f"{task.name}_ceiling"
+    doc_file = spec_tasks.doc_path(task, args.data_dir)
+    # The ceiling has no iterations: one timed phase of them all, so its score is MB over the mean
+    # iteration time rather than the median. Multi-doc ops are calls there (one find drained, one
+    # insert_many of `batch` documents).
+    calls = iterations if task.multi_doc else ops * iterations
+    warmup = 1 if task.multi_doc else max(ops // 10, cell.concurrency)
+    try:
+        res = native.run_ceiling(
+            uri, task.op, cell.concurrency, calls, warmup=warmup, pool=args.pool_size,
+            doc_path=doc_file, batch=ops if task.op == "bulk_insert" else None, seed_docs=seeded,
+            db=drivers.DB_NAME, coll=coll, timeout=args.timeout)
+    except Exception as e:  # noqa: BLE001 - a failed cell, the run goes on
+        return {**base, "error": f"{type(e).__name__}: {e}"}
+    out = {**base, **res, **{k: base[k] for k in ("driver", "task", "kind")}, "collection": coll,
+           "version": f"libmongoc {res.get('version', '?')}", "calls": res["ops"]}
+    doc = spec_tasks.load_doc(task.dataset, args.data_dir) if task.op != "command" else None
+    per_op = spec_tasks.op_bytes(task, doc)
+    if task.multi_doc:
+        docs = res["ops"] * ops
+        out.update({"ops": docs, "warmup_ops": res["warmup_ops"] * ops,
+                    "ops_per_s": docs / res["wall_s"] if res["wall_s"] > 0 else 0.0,
+                    "cpu_us_per_op": res["cpu_s"] / docs * 1e6})
+    per_iter_s = res["wall_s"] / iterations
+    out.update({
+        "iterations": iterations, "ops_per_iteration": ops,
+        "unit": "doc" if task.multi_doc else "op", "op_bytes": per_op,
+        "iteration_bytes": per_op * ops, "iteration_median_s": per_iter_s,
+        "mb_per_s": per_op * ops / 1e6 / per_iter_s if per_iter_s > 0 else 0.0,
+    })
+    if task.op in spec_tasks.WRITE_OPS:
+        # Warm-up and timed inserts all land in one collection there.
+        out["expected_docs"] = out["warmup_ops"] + out["ops"]
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------------
 
 def _cpu_model() -> str:
     try:
@@ -122,15 +227,132 @@ def _ok(r: dict | None) -> bool:
     return bool(r) and "error" not in r and r.get("ops", 0) > 0
 
 
-_MEDIAN_FIELDS = ("wall_s", "ops_per_s", "cpu_s", "cpu_user_s", "cpu_sys_s", "cpu_us_per_op",
-                  "lat_p50_us", "lat_p99_us", "lat_mean_us", "lat_max_us")
+def start_server(name: str):
+    """(handle with .stop(), uri, description) for one server of the run."""
+    if name == "uri":
+        from benchmarks._server import server_version
+
+        uri = os.environ["MONGODB_URI"]
+        return None, uri, f"external MONGODB_URI (version {server_version(uri)})"
+    if name == "secantus":
+        from benchmarks._server import SecantusServer
+
+        # The oplog is pruned only past its cap (default 100k entries), so with the default the
+        # drivers run last would pay pruning costs the first ones did not: a small cap makes every
+        # driver's inserts pay the same amortised pruning.
+        srv = SecantusServer(extra_args=["--oplog-max-entries", "5000"]).start()
+        return srv, srv.uri, (f"SecantusDB {importlib.metadata.version('SecantusDB')} (secantusd-py "
+                              "--storage-path :memory: --oplog-max-entries 5000, own process)")
+    from benchmarks import native
+
+    srv = native.BenchServer().start()
+    return srv, srv.uri, "benchmarks/server (C, in-memory, own process)"
+
+
+def plan_cells(server: str, names: list[str], task_list: list[str], conc: list[int]) -> list[Cell]:
+    # Task-major: every driver meets a read task's collection in the same state, and drift in
+    # machine load spreads over drivers rather than landing on whichever ran during a busy spell.
+    cells = []
+    for tn in task_list:
+        t = TASKS[tn]
+        for c in (conc if t.kind == "sweep" else (1,)):
+            cells += [Cell(server, t, c, n) for n in names]
+    return cells
+
+
+def run_server(server: str, cells: list[Cell], args, progress: Progress, meta: dict) -> list[dict]:
+    runs: list[dict] = []
+    title = SERVER_TITLES[server]
+    progress.start(f"{title}: starting")
+    try:
+        handle, uri, desc = start_server(server)
+    except Exception as e:  # noqa: BLE001 - the other server's cells still run
+        msg = f"{type(e).__name__}: {e}"
+        progress.note(f"{title}: failed to start: {msg}")
+        for cell in cells:
+            runs.append({"server": server, "driver": cell.driver, "task": cell.task.name,
+                         "concurrency": cell.concurrency, "error": f"server failed to start: {msg}"})
+            progress.advance()
+        meta["servers"][server] = {"description": f"failed to start: {msg}", "uri": None}
+        return runs
+    import pymongo
+
+    from benchmarks import worker
+
+    uri = drivers.bench_uri(uri)
+    meta["servers"][server] = {"description": desc, "uri": _redact(uri)}
+    try:
+        # The witness: seeds read tasks, counts what writes left, drops; never measured.
+        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=10000) as witness:
+            seeded_for = None
+            for i, cell in enumerate(cells):
+                t = cell.task
+                if t.seeded and seeded_for != t.name:
+                    progress.start(f"{title} · {t.name}: seeding")
+                    _ops, _it, count = cell_counts(t, args)
+                    doc = spec_tasks.load_doc(t.dataset, args.data_dir)
+                    worker.seed(witness, t, spec_tasks.collection_name(t, ""), doc, count)
+                    seeded_for = t.name
+                progress.start(f"{title} · {t.name} · c={cell.concurrency} · {cell.driver}")
+                t0 = time.monotonic()
+                if cell.driver == drivers.CEILING:
+                    r = measure_ceiling(cell, uri, args)
+                else:
+                    r = measure_driver(cell, uri, args)
+                r["server"] = server
+                if _ok(r) and "collection" in r and t.op in spec_tasks.WRITE_OPS:
+                    _check_writes(witness, r)
+                runs.append(r)
+                progress.advance(_summary(r, time.monotonic() - t0))
+                if not _ok(r):
+                    progress.note(f"ERROR {title} {t.name} c={cell.concurrency} {cell.driver}: "
+                                  f"{r.get('error')}")
+                if t.seeded and (i + 1 == len(cells) or cells[i + 1].task is not t):
+                    db = witness[drivers.DB_NAME]
+                    db.drop_collection(spec_tasks.collection_name(t, ""))
+                    db.drop_collection(f"{t.name}_ceiling")
+    finally:
+        if handle is not None:
+            handle.stop()
+    return runs
+
+
+def _check_writes(witness, r: dict) -> None:
+    from benchmarks import worker
+
+    coll = r["collection"]
+    r["docs_in_collection"] = got = worker.count_docs(witness, coll)
+    witness[drivers.DB_NAME].drop_collection(coll)  # large documents must not pile up in the server
+    want = r.get("expected_docs")
+    if want is not None and got != want:
+        r["error"] = f"{want} documents inserted, the server holds {got}"
+
+
+def _summary(r: dict, took: float) -> str:
+    head = f"{r.get('server', '?'):<8} {r['task']:<18} c={r['concurrency']:<5} {r['driver']:<22}"
+    if not _ok(r):
+        return f"{head} ERROR"
+    return (f"{head} {r['ops_per_s']:10,.0f} {r.get('unit', 'op')}/s {r.get('mb_per_s', 0):8.2f} MB/s "
+            f"{r['cpu_us_per_op']:8.1f} µs CPU/{r.get('unit', 'op')}  p50 {r['lat_p50_us'] / 1e3:8.3f} ms "
+            f"p99 {r['lat_p99_us'] / 1e3:8.3f} ms ({took:.1f}s)")
+
+
+# --- aggregation and ratios -----------------------------------------------------------------------
+
+_MEDIAN_FIELDS = ("wall_s", "ops_per_s", "mb_per_s", "iteration_median_s", "cpu_s", "cpu_user_s",
+                  "cpu_sys_s", "cpu_us_per_op", "lat_p50_us", "lat_p99_us", "lat_mean_us",
+                  "lat_max_us")
+
+
+def _key(r: dict) -> tuple:
+    return (r["server"], r["task"], r["concurrency"], r["driver"])
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
     """One result per cell: the median of its rounds (with --repeat 1, the run itself)."""
     cells: dict[tuple, list[dict]] = {}
     for r in runs:
-        cells.setdefault((r["driver"], r["op"], r["concurrency"]), []).append(r)
+        cells.setdefault(_key(r), []).append(r)
     out = []
     for group in cells.values():
         bad = [r for r in group if not _ok(r)]
@@ -140,8 +362,9 @@ def aggregate(runs: list[dict]) -> list[dict]:
             continue
         cell = {k: v for k, v in group[0].items() if k != "round"}
         for f in _MEDIAN_FIELDS:
-            cell[f] = statistics.median(r[f] for r in group)
-        cell["misses"] = sum(r["misses"] for r in group)
+            if all(f in r for r in group):
+                cell[f] = statistics.median(r[f] for r in group)
+        cell["misses"] = sum(r.get("misses", 0) for r in group)
         cell["rounds"] = len(group)
         cell["ops_per_s_all"] = [r["ops_per_s"] for r in group]
         cell["cpu_us_per_op_all"] = [r["cpu_us_per_op"] for r in group]
@@ -149,23 +372,56 @@ def aggregate(runs: list[dict]) -> list[dict]:
     return out
 
 
+def _div(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b or (isinstance(a, float) and math.isnan(a)) or \
+            (isinstance(b, float) and math.isnan(b)):
+        return None
+    return a / b
+
+
 def ratios(results: list[dict], baseline: str, peers: list[str]) -> list[dict]:
-    """x_faster = baseline ops/s / peer ops/s; cpu_ratio = baseline CPU/op / peer CPU/op."""
-    by = {(r["driver"], r["op"], r["concurrency"]): r for r in results}
+    """Baseline against each peer (the ceiling included), per cell:
+    x_faster = baseline ops/s ÷ peer ops/s; score_ratio the same for MB/s; cpu_ratio, p50_ratio and
+    p99_ratio = baseline ÷ peer (below 1: the baseline cheaper / quicker)."""
+    by = {_key(r): r for r in results}
     out = []
-    for (drv, op, c), base in by.items():
+    for (srv, task, c, drv), base in by.items():
         if drv != baseline:
             continue
         for peer in peers:
-            pr = by.get((peer, op, c))
-            row = {"op": op, "concurrency": c, "baseline": baseline, "peer": peer,
-                   "x_faster": None, "cpu_ratio": None}
+            pr = by.get((srv, task, c, peer))
+            row = {"server": srv, "task": task, "concurrency": c, "baseline": baseline, "peer": peer,
+                   "x_faster": None, "score_ratio": None, "cpu_ratio": None, "p50_ratio": None,
+                   "p99_ratio": None}
             if _ok(base) and _ok(pr):
-                row["x_faster"] = base["ops_per_s"] / pr["ops_per_s"]
-                row["cpu_ratio"] = base["cpu_us_per_op"] / pr["cpu_us_per_op"]
+                row["x_faster"] = _div(base["ops_per_s"], pr["ops_per_s"])
+                row["score_ratio"] = _div(base.get("mb_per_s"), pr.get("mb_per_s"))
+                row["cpu_ratio"] = _div(base["cpu_us_per_op"], pr["cpu_us_per_op"])
+                row["p50_ratio"] = _div(base["lat_p50_us"], pr["lat_p50_us"])
+                row["p99_ratio"] = _div(base["lat_p99_us"], pr["lat_p99_us"])
             out.append(row)
     return out
 
+
+def ceiling_ratios(results: list[dict]) -> list[dict]:
+    """Every driver against the ceiling: of_ceiling = driver ops/s ÷ ceiling ops/s (1 = as fast as
+    C on native threads); cpu_x_ceiling = driver CPU/op ÷ ceiling CPU/op."""
+    by = {_key(r): r for r in results}
+    out = []
+    for (srv, task, c, drv), r in by.items():
+        if drv == drivers.CEILING:
+            continue
+        ceil = by.get((srv, task, c, drivers.CEILING))
+        row = {"server": srv, "task": task, "concurrency": c, "driver": drv,
+               "of_ceiling": None, "cpu_x_ceiling": None}
+        if _ok(r) and _ok(ceil):
+            row["of_ceiling"] = _div(r["ops_per_s"], ceil["ops_per_s"])
+            row["cpu_x_ceiling"] = _div(r["cpu_us_per_op"], ceil["cpu_us_per_op"])
+        out.append(row)
+    return out
+
+
+# --- output -------------------------------------------------------------------------------------
 
 def _fmt(v: float | None, spec: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -173,151 +429,203 @@ def _fmt(v: float | None, spec: str) -> str:
     return format(v, spec)
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    # Right-align numbers; padded so the same text reads well in a terminal.
+def _md_table(header: list[str], rows: list[list[str]], left: int = 0) -> str:
+    # The first `left` columns are labels (left-aligned), the rest numbers; padded so the same text
+    # reads well in a terminal.
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"
-    sep = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) if i < left else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    sep = "|" + "|".join(":" + "-" * (w + 1) if i < left else "-" * (w + 1) + ":"
+                         for i, w in enumerate(widths)) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
-def render_main(report: dict) -> str:
-    names = report["config"]["drivers"]
+def _mb(v: float) -> str:
+    return _fmt(v, ",.1f" if v >= 100 else ".2f" if v >= 1 else ".3f")
+
+
+def render_table(report: dict) -> str:
+    """The one table: a row per server x task x concurrency x driver."""
+    cfg = report["config"]
     info = report["drivers"]
     baseline = report["baseline"]
-    peers = [n for n in names if n != baseline] if baseline else []
-    by = {(r["driver"], r["op"], r["concurrency"]): r for r in report["results"]}
-    rat = {(r["op"], r["concurrency"], r["peer"]): r for r in report["ratios"]}
-
-    header = ["op", "conc"]
-    for n in names:
-        header += [f"{n} ops/s", f"{n} CPU µs/op"]
-    for p in peers:
-        header += [f"x faster vs {p}", f"CPU ratio vs {p}"]
-
+    by = {_key(r): r for r in report["results"]}
+    rat = {(r["server"], r["task"], r["concurrency"], r["peer"]): r for r in report["ratios"]}
+    cel = {(r["server"], r["task"], r["concurrency"], r["driver"]): r
+           for r in report["ceiling_ratios"]}
+    b = "am" if baseline and baseline.startswith("asyncmongo") else (baseline or "")
+    header = ["server", "task", "conc", "driver", "ops/s", "MB/s", "p50 ms", "p99 ms", "CPU µs/op",
+              f"{b} x faster", f"{b} CPU ratio", "of ceiling", "CPU x ceiling"]
     rows = []
-    for op in report["config"]["ops"]:
-        for c in report["config"]["concurrency"]:
-            row = [op, str(c)]
-            for n in names:
-                r = by.get((n, op, c))
-                if not info[n]["available"]:
-                    row += ["n/a", "n/a"]
-                elif not _ok(r):
-                    row += ["ERR", "ERR"]
-                else:
-                    row += [_fmt(r["ops_per_s"], ",.0f"), _fmt(r["cpu_us_per_op"], ".0f")]
-            for p in peers:
-                x = rat.get((op, c, p), {})
-                row += [_fmt(x.get("x_faster"), ".2f"), _fmt(x.get("cpu_ratio"), ".2f")]
-            rows.append(row)
+    for srv in cfg["servers"]:
+        for tn in cfg["tasks"]:
+            if tn in report["skipped_tasks"]:
+                continue
+            t = TASKS[tn]
+            label = tn + (" (docs)" if t.multi_doc else "")
+            for c in (cfg["concurrency"] if t.kind == "sweep" else [1]):
+                for n in cfg["drivers"]:
+                    r = by.get((srv, tn, c, n))
+                    row = [SERVER_LABELS[srv], label, str(c), n]
+                    if not info[n]["available"]:
+                        rows.append(row + ["n/a"] * 9)
+                        continue
+                    if not _ok(r):
+                        rows.append(row + ["ERR"] * 5 + ["—"] * 4)
+                        continue
+                    x = rat.get((srv, tn, c, n), {})
+                    ce = cel.get((srv, tn, c, n), {})
+                    rows.append(row + [
+                        _fmt(r["ops_per_s"], ",.0f"), _mb(r.get("mb_per_s")),
+                        _fmt(r["lat_p50_us"] / 1e3, ".3f"), _fmt(r["lat_p99_us"] / 1e3, ".3f"),
+                        _fmt(r["cpu_us_per_op"], ",.1f"),
+                        _fmt(x.get("x_faster"), ".2f"), _fmt(x.get("cpu_ratio"), ".2f"),
+                        _fmt(ce.get("of_ceiling"), ".2f"), _fmt(ce.get("cpu_x_ceiling"), ".2f"),
+                    ])
+    return _md_table(header, rows, left=4)
 
-    parts = []
+
+def legend(report: dict) -> str:
+    baseline = report["baseline"]
+    lines = []
     if baseline:
-        parts.append(
-            f"Ratios, baseline {baseline}: \"x faster\" = {baseline} ops/s ÷ peer ops/s "
-            f"(>1: {baseline} faster); \"CPU ratio\" = {baseline} CPU µs/op ÷ peer CPU µs/op "
-            f"(<1: {baseline} cheaper). CPU = user+sys of the driver's own process over the timed phase.")
-    parts.append(_md_table(header, rows))
-    notes = [f"- {n}: unavailable — {info[n]['error']}" for n in names if not info[n]["available"]]
+        lines.append(
+            f"\"am x faster\" = {baseline} ops/s ÷ this row's ops/s (>1: {baseline} faster); "
+            f"\"am CPU ratio\" = {baseline} CPU µs/op ÷ this row's (<1: {baseline} cheaper). "
+            "\"of ceiling\" = this row's ops/s ÷ the ceiling's; \"CPU x ceiling\" = this row's CPU "
+            "µs/op ÷ the ceiling's.")
+    lines.append(
+        "MB/s is the spec's score (task size in 10^6 bytes of BSON ÷ median iteration time). CPU = "
+        "user+sys of the driver's own process over the timed iterations. For \"(docs)\" tasks ops are "
+        "documents and latency is per call (one find drained, one insert_many).")
+    return "\n".join(lines)
+
+
+def notes(report: dict) -> list[str]:
+    info = report["drivers"]
+    out = [f"- {n}: unavailable — {d['error']}" for n, d in info.items() if not d["available"]]
+    out += [f"- {tn}: skipped — {why}" for tn, why in report["skipped_tasks"].items()]
     for r in report["results"]:
         if "error" in r and info.get(r["driver"], {}).get("available"):
-            notes.append(f"- {r['driver']} {r['op']} c={r['concurrency']}: ERR — {r['error']}")
-    if notes:
-        parts.append("\n".join(notes))
+            out.append(f"- {SERVER_TITLES.get(r.get('server'), r.get('server'))} {r['task']} "
+                       f"c={r['concurrency']} {r['driver']}: ERR — {r['error']}")
+    return out
+
+
+def render_main(report: dict) -> str:
+    parts = [legend(report), render_table(report)]
+    n = notes(report)
+    if n:
+        parts.append("\n".join(n))
     return "\n\n".join(parts)
-
-
-def render_latency(report: dict) -> str:
-    names = [n for n in report["config"]["drivers"] if report["drivers"][n]["available"]]
-    by = {(r["driver"], r["op"], r["concurrency"]): r for r in report["results"]}
-    header = ["op", "conc"] + [f"{n} p50/p99 ms" for n in names]
-    rows = []
-    for op in report["config"]["ops"]:
-        for c in report["config"]["concurrency"]:
-            row = [op, str(c)]
-            for n in names:
-                r = by.get((n, op, c))
-                row.append(f"{r['lat_p50_us'] / 1e3:.2f} / {r['lat_p99_us'] / 1e3:.2f}"
-                           if _ok(r) else "ERR")
-            rows.append(row)
-    return _md_table(header, rows)
 
 
 def render_markdown(report: dict) -> str:
     m = report["meta"]
     cfg = report["config"]
     versions = ", ".join(f"{n} {d['version']}" for n, d in report["drivers"].items() if d["available"])
+    servers = "; ".join(f"{SERVER_TITLES[s]}: {d['description']}" for s, d in m["servers"].items())
+    counts = ", ".join(f"{tn} {cfg['ops_per_iteration'][tn]:,}" for tn in cfg["tasks"]
+                       if tn not in report["skipped_tasks"])
     lines = [
         "# asyncmongo benchmark run",
         "",
-        f"- date: {m['date']}",
+        f"- date: {m['date']}; command: `{m['command']}`",
         f"- machine: {m['nproc']} CPUs, {m['cpu_model']}; load avg at start/end "
         f"{m['loadavg_start']} / {m['loadavg_end']}",
         f"- Python {m['python']} ({m['platform']}), loop: {cfg['loop']}",
         f"- drivers: {versions or 'none available'}",
-        f"- server: {m['server']} at {m['uri']}",
-        f"- workload: {cfg['ops_per_measurement']} timed ops per cell (at least one per task), "
-        f"warm-up max(ops/10, concurrency); maxPoolSize={cfg['pool_size']}; "
-        f"find_one over {cfg['seed_docs']} seeded docs; insert_one into a dropped collection",
+        f"- servers: {servers}",
+        f"- ops per iteration: {counts}; spec tasks {cfg['iterations']} timed iterations, sweep one "
+        f"timed phase; maxPoolSize={cfg['pool_size']}",
         f"- rounds: {cfg['repeat']} (cells show the median over rounds)",
         f"- wall time of the run: {m['run_seconds']:.0f} s",
         "",
-        "## Throughput and CPU",
+        "## Results",
         "",
         render_main(report),
-        "",
-        "## Latency (per op, p50 / p99, ms"
-        + ("; each the median over rounds)" if cfg["repeat"] > 1 else ")"),
-        "",
-        render_latency(report),
         "",
     ]
     return "\n".join(lines)
 
 
+# --- command line -------------------------------------------------------------------------------
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny counts: a smoke run, not a measurement")
-    p.add_argument("--demo", action="store_true",
-                   help="the README's main job: a shorter measurement (DEMO_OPS ops per cell)")
-    p.add_argument("--ops", type=int, default=None,
-                   help=f"timed ops per measurement (default {DEFAULT_OPS}, quick {QUICK_OPS}); "
-                        "raised to the concurrency so every task runs at least one")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="smoke run: every cell, tiny counts")
+    g.add_argument("--demo", action="store_true",
+                   help="the README's main job: a short measurement on SecantusDB and the C bench "
+                        "server")
+    p.add_argument("--server", choices=("secantus", "cbench", "both", "uri"), default=None,
+                   help="server(s) to measure on, each in its own process (default: uri when "
+                        "MONGODB_URI is set, else both)")
+    p.add_argument("--tasks", default="all",
+                   help=f"comma list of {', '.join(TASKS)}, or the groups spec, sweep, all")
     p.add_argument("--drivers", default=None,
-                   help=f"comma list from {', '.join(drivers.DRIVERS)}; 'asyncmongo' means both variants")
-    p.add_argument("--op", default=",".join(OPS), help="comma list of find_one,insert_one")
-    p.add_argument("--concurrency", default=",".join(map(str, DEFAULT_CONCURRENCY)),
-                   help="comma list of task counts")
+                   help=f"comma list from {', '.join(drivers.COLUMNS)}; 'asyncmongo' means both "
+                        "wake-up paths")
+    p.add_argument("--concurrency", default=",".join(map(str, SWEEP_CONCURRENCY)),
+                   help="comma list of task counts for the sweep")
+    p.add_argument("--ops", type=int, default=None,
+                   help="timed ops per sweep cell (full 10000, demo 2000, quick 100); raised to "
+                        "the concurrency")
+    p.add_argument("--scale", type=float, default=None,
+                   help="fraction of the spec's per-iteration counts (full 1, demo 0.1, quick 0.002)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="timed iterations per spec task (full 5, demo 3, quick 2)")
     p.add_argument("--repeat", type=int, default=1,
-                   help="rounds over all cells; tables then show per-cell medians")
+                   help="rounds over all cells; cells then show the median over rounds")
     p.add_argument("--baseline", default=DEFAULT_BASELINE, choices=drivers.DRIVERS,
                    help="driver the ratio columns compare against")
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     p.add_argument("--pool-size", type=int, default=100, help="maxPoolSize for every driver")
-    p.add_argument("--seed-docs", type=int, default=None)
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per worker")
+    p.add_argument("--seed-docs", type=int, default=None, help="docs the sweep's find_one reads")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per measurement")
     p.add_argument("--json", dest="json_out", default=None)
     p.add_argument("--markdown", dest="md_out", default=None)
+    p.add_argument("--plot", default=None,
+                   help="PNG to write (default: benchmarks/results.png for full runs, "
+                        "benchmarks/.data/results-demo.png for --demo, none for --quick)")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto",
+                   help="bar: one line redrawn in place; lines: a line per cell (auto: bar on a terminal)")
     args = p.parse_args(argv)
+    args.mode = "quick" if args.quick else "demo" if args.demo else "full"
+    mode = MODES[args.mode]
     args.driver_list = drivers.expand(args.drivers)
-    args.op_list = [o.strip() for o in args.op.split(",") if o.strip()]
-    bad = [o for o in args.op_list if o not in OPS]
-    if bad or not args.op_list:
-        p.error(f"--op: choose from {', '.join(OPS)}")
+    try:
+        args.task_list = spec_tasks.task_names(args.tasks)
+    except ValueError as e:
+        p.error(f"--tasks: {e}")
+    if not args.task_list:
+        p.error("--tasks names no task")
     try:
         args.conc_list = [int(c) for c in args.concurrency.split(",") if c.strip()]
     except ValueError:
         p.error("--concurrency must be a comma list of integers")
     if not args.conc_list or min(args.conc_list) < 1:
         p.error("--concurrency values must be >= 1")
-    if args.ops is None:
-        args.ops = QUICK_OPS if args.quick else DEMO_OPS if args.demo else DEFAULT_OPS
-    if args.seed_docs is None:
-        args.seed_docs = QUICK_SEED_DOCS if args.quick else DEFAULT_SEED_DOCS
-    if args.ops < 1 or args.seed_docs < 1 or args.repeat < 1:
-        p.error("--ops, --seed-docs and --repeat must be >= 1")
+    if args.server is None:
+        args.server = "uri" if os.environ.get("MONGODB_URI") else mode.server
+    if args.server == "uri" and not os.environ.get("MONGODB_URI"):
+        p.error("--server uri needs MONGODB_URI")
+    args.server_list = list(SERVERS) if args.server == "both" else [args.server]
+    args.ops = mode.sweep_ops if args.ops is None else args.ops
+    args.scale = mode.scale if args.scale is None else args.scale
+    args.iterations = mode.iterations if args.iterations is None else args.iterations
+    args.seed_docs = mode.seed_docs if args.seed_docs is None else args.seed_docs
+    if args.ops < 1 or args.seed_docs < 1 or args.repeat < 1 or args.iterations < 1 or args.scale <= 0:
+        p.error("--ops, --seed-docs, --repeat, --iterations and --scale must be positive")
+    if args.no_plot:
+        args.plot = None
+    elif args.plot is None and mode.plot is not None:
+        args.plot = str(mode.plot)
     return args
 
 
@@ -325,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_run = time.monotonic()
     names = args.driver_list
-    _log(f"probing drivers: {', '.join(names)}")
+    _log(f"probing: {', '.join(names)}")
     info = {n: probe(n) for n in names}
     for n, d in info.items():
         _log(f"  {n}: " + (f"{d['version']}" if d["available"] else f"unavailable ({d['error']})"))
@@ -334,74 +642,70 @@ def main(argv: list[str] | None = None) -> int:
     if baseline is None:
         baseline = next((n for n in names if n.startswith("asyncmongo")), None)
 
+    # The spec tasks need the data set; without it they are skipped by name, the sweep still runs.
+    skipped: dict[str, str] = {}
+    args.data_dir = None
+    if any(TASKS[t].kind == "spec" for t in args.task_list):
+        try:
+            args.data_dir = spec_tasks.data_dir()
+        except spec_tasks.DataMissing as e:
+            skipped = {t: str(e) for t in args.task_list if TASKS[t].kind == "spec"}
+            _log(f"spec tasks skipped: {e}")
+    tasks = [t for t in args.task_list if t not in skipped]
+
     meta = {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "nproc": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "data_dir": str(args.data_dir) if args.data_dir else None,
+        "servers": {},
     }
 
-    server = None
-    uri = os.environ.get("MONGODB_URI")
+    live = [n for n in names if info[n]["available"]]
+    plan = {s: plan_cells(s, live, tasks, args.conc_list) for s in args.server_list}
+    total = sum(len(c) for c in plan.values()) * args.repeat
+    bar = {"bar": True, "lines": False}.get(args.progress)
+    progress = Progress(total, bar=bar)
     runs: list[dict] = []
     try:
-        if uri:
-            from benchmarks._server import server_version
-
-            meta["server"] = f"external MONGODB_URI (version {server_version(uri)})"
-        else:
-            from benchmarks._server import SecantusServer
-
-            _log("starting SecantusDB ...")
-            # The oplog is pruned only past its cap (default 100k entries), so with the default
-            # the drivers run last would pay pruning costs the first ones did not: a small cap
-            # makes every driver's inserts pay the same amortised pruning.
-            server = SecantusServer(extra_args=["--oplog-max-entries", "5000"]).start()
-            uri = server.uri
-            meta["server"] = (f"SecantusDB {importlib.metadata.version('SecantusDB')} "
-                              "(secantusd-py --storage-path :memory: --oplog-max-entries 5000, own process)")
-        meta["uri"] = _redact(drivers.bench_uri(uri))
-
-        # Whole rounds, one after another: drift in machine load then hits every driver in
-        # every round instead of whichever driver happened to run during the busy spell.
-        todo = [(k, n, op, c) for k in range(args.repeat) for n in names if info[n]["available"]
-                for op in args.op_list for c in args.conc_list]
-        for i, (k, n, op, c) in enumerate(todo, 1):
-            t0 = time.monotonic()
-            r = measure(n, op, c, args.ops, uri, args)
-            r["round"] = k
-            runs.append(r)
-            took = time.monotonic() - t0
-            head = f"[{i}/{len(todo)}] {n:<22} {op:<10} c={c:<5}"
-            if _ok(r):
-                _log(f"{head} {r['ops_per_s']:8.0f} ops/s {r['cpu_us_per_op']:6.0f} µs CPU/op  "
-                     f"p50 {r['lat_p50_us'] / 1e3:8.2f} ms  p99 {r['lat_p99_us'] / 1e3:8.2f} ms  "
-                     f"({took:.1f}s)")
-            else:
-                _log(f"{head} ERROR: {r.get('error')}")
+        for s in args.server_list:
+            for k in range(args.repeat):
+                for r in run_server(s, plan[s], args, progress, meta):
+                    r["round"] = k
+                    runs.append(r)
     finally:
-        if server is not None:
-            server.stop()
+        progress.close()
 
     results = aggregate(runs)
+    for r in results:
+        # The ceiling's version is whatever the binary reported in its first run.
+        if r["driver"] == drivers.CEILING and _ok(r) and r.get("version"):
+            info[drivers.CEILING]["version"] = r["version"]
     meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     meta["run_seconds"] = time.monotonic() - t_run
     peers = [n for n in names if n != baseline] if baseline else []
     report = {
         "meta": meta,
         "config": {
-            "drivers": names, "ops": args.op_list, "concurrency": args.conc_list,
-            "ops_per_measurement": args.ops, "seed_docs": args.seed_docs,
-            "pool_size": args.pool_size, "loop": args.loop, "quick": args.quick,
+            "mode": args.mode, "quick": args.quick, "demo": args.demo,
+            "servers": args.server_list, "drivers": names, "tasks": args.task_list,
+            "concurrency": args.conc_list,
+            "ops_per_iteration": {t: cell_counts(TASKS[t], args)[0] for t in args.task_list},
+            "iterations": args.iterations, "sweep_ops": args.ops, "scale": args.scale,
+            "seed_docs": args.seed_docs, "pool_size": args.pool_size, "loop": args.loop,
             "repeat": args.repeat,
         },
         "drivers": info,
         "baseline": baseline,
+        "skipped_tasks": skipped,
         "results": results,
         "runs": runs,
         "ratios": ratios(results, baseline, peers) if baseline else [],
+        "ceiling_ratios": ceiling_ratios(results),
     }
 
     print(render_main(report), flush=True)
@@ -409,6 +713,13 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
     if args.md_out:
         Path(args.md_out).write_text(render_markdown(report))
+    if args.plot:
+        from benchmarks.plot import write_plot
+
+        path = Path(args.plot)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_plot(report, path)
+        _log(f"plot: {path}")
     return 0 if all(_ok(r) for r in results) else 1
 
 

@@ -9,7 +9,8 @@ PY=${PYTHON:-python3}
 bash scripts/setup.sh || exit 1
 
 modes=${ASYNCMONGO_TEST_MODES:-"default threadsafe uvloop debug sanitize"}
-# The benchmark smoke test runs once, in the default mode; the other modes run tests/ only.
+# The benchmarks run once, in the default mode, as smoke tests (pytest-benchmark's timing off); the
+# other modes run tests/ only.
 if [ $# -gt 0 ]; then only_tests=("$@"); else only_tests=(tests); fi
 failed=()
 so=$("$PY" -c "import asyncmongo._core as c; print(c.__file__)")
@@ -23,7 +24,7 @@ run() {
 
 for mode in $modes; do
   case $mode in
-    default)    run default "$PY" -m pytest -q "$@" ;;
+    default)    run default "$PY" -m pytest -q --benchmark-disable "$@" ;;
     threadsafe) run threadsafe env ASYNCMONGO_WAKEUP=threadsafe "$PY" -m pytest -q "${only_tests[@]}" ;;
     uvloop)     run uvloop "$PY" -m pytest -q --loop=uvloop "${only_tests[@]}" ;;
     debug)      run debug env PYTHONASYNCIODEBUG=1 "$PY" -m pytest -q "${only_tests[@]}" ;;
