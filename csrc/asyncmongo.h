@@ -95,6 +95,7 @@ typedef struct AmongoEvent {
  * job over (its mutex orders the two). PyObject fields are touched on the loop thread only. */
 typedef struct AmongoJob {
     struct AmongoJob *next; /* link in the pool's run queue, then in a completion queue */
+    int64_t queued_at_us;   /* when it entered the run queue (the spawner's clock, workers.c) */
     int op;
     int result_kind;
     unsigned flags;
