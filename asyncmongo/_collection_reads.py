@@ -132,8 +132,10 @@ class _ReadsMixin:
         rc = kwargs.pop("readConcern", self._read_concern_doc)
         if rc:
             opts_doc["readConcern"] = rc
-        if performs_write:  # on the primary (libmongoc's read-write command), with a write concern
+        if performs_write:  # with a write concern; on the primary unless every server is 5.0+
             op = _core.OP_READ_WRITE
+            if self._read_preference.mode != 0:  # the core decides (jobs.c)
+                opts_doc["$readPreference"] = self._read_preference.document
             wc = kwargs.pop("writeConcern", None)
             if wc is None:
                 if collation is not None and not self._write_concern.acknowledged:

@@ -124,6 +124,40 @@ def bulk_api_result(
     }
 
 
+# The write command of each kind of bulk operation, and the field of its statements.
+_COMMANDS = {_K_INSERT: ("insert", "documents"), _K_UPDATE: ("update", "updates"),
+             _K_DELETE: ("delete", "deletes")}
+
+
+def _merge_reply(
+    full: dict[str, Any], kind: int, reply: Mapping[str, Any], indexes: list[int],
+    ops: Sequence[Any],
+) -> None:
+    """Add one write command's reply to a bulk_api_result (its statement j is request
+    indexes[j]), as PyMongo merges its write commands' replies."""
+    n = reply.get("n", 0)
+    if kind == _K_INSERT:
+        full["nInserted"] += n
+    elif kind == _K_DELETE:
+        full["nRemoved"] += n
+    else:
+        upserted = reply.get("upserted") or []
+        full["nUpserted"] += len(upserted)
+        full["nMatched"] += n - len(upserted)
+        full["nModified"] += reply.get("nModified", 0)
+        full["upserted"].extend(
+            {"index": indexes[u["index"]], "_id": u["_id"]} for u in upserted
+        )
+    for err in reply.get("writeErrors") or ():
+        err = dict(err)
+        err["index"] = indexes[err["index"]]
+        err["op"] = ops[err["index"]]
+        full["writeErrors"].append(err)
+    wce = helpers_shared._get_wce_doc(reply)
+    if wce:
+        full["writeConcernErrors"].append(wce)
+
+
 class _BulkBuilder:
     """Collects the operations of a ``bulk_write``.
 
@@ -525,12 +559,23 @@ class _WritesMixin:
                 raise OperationFailure(
                     "Cannot set bypass_document_validation with unacknowledged write concern"
                 )
-        if bulk.uses_sort:
-            # libmongoc 1.23's bulk API has no per-operation sort (it answers "Invalid option").
-            raise ConfigurationError(
-                "asyncmongo's bulk_write does not support sort yet; use update_one or "
-                "replace_one with sort="
-            )
+        if bulk.uses_sort or bypass_document_validation is False:
+            # libmongoc 1.23's bulk API sends neither (it answers "Invalid option" to a sort, and
+            # leaves an explicit bypassDocumentValidation=false out): write commands of our own.
+            try:
+                full = await self._bulk_by_commands(
+                    bulk, ordered, bypass_document_validation, comment, let, session
+                )
+            except OperationFailure:
+                if not acknowledged:
+                    return BulkWriteResult({}, False)
+                raise
+            if not acknowledged:
+                return BulkWriteResult({}, False)
+            if full["writeErrors"] or full["writeConcernErrors"]:
+                full["writeErrors"].sort(key=lambda e: e["index"])
+                raise BulkWriteError(full)
+            return BulkWriteResult(full, True)
         kinds = bulk.kinds
         if ordered:
             order = None
@@ -562,6 +607,108 @@ class _WritesMixin:
         if not acknowledged:
             return BulkWriteResult({}, False)
         return BulkWriteResult(bulk_api_result(reply, bulk.ops, order), True)
+
+    async def _bulk_by_commands(
+        self, bulk: _BulkBuilder, ordered: bool, bypass: bool | None, comment: Any, let: Any,
+        session: Any,
+    ) -> dict[str, Any]:
+        """Run a bulk as insert/update/delete commands, batched as PyMongo batches them (ordered:
+        runs of one kind in the given order, stopping at the first write error; unordered: all
+        inserts, then updates, then deletes) and cut to the server's limits. Returns PyMongo's
+        bulk_api_result. These commands are not retried: libmongoc retries its bulk API's writes
+        only."""
+        from asyncmongo._client_bulk import MAX_COMMAND_SIZE, MAX_WRITE_BATCH_SIZE
+
+        kinds = bulk.kinds
+        runs: list[tuple[int, list[int]]] = []
+        if ordered:
+            for i, kind in enumerate(kinds):
+                if runs and runs[-1][0] == kind:
+                    runs[-1][1].append(i)
+                else:
+                    runs.append((kind, [i]))
+        else:
+            for kind in (_K_INSERT, _K_UPDATE, _K_DELETE):
+                indexes = [i for i, k in enumerate(kinds) if k == kind]
+                if indexes:
+                    runs.append((kind, indexes))
+        full: dict[str, Any] = {
+            "writeErrors": [], "writeConcernErrors": [], "nInserted": 0, "nUpserted": 0,
+            "nMatched": 0, "nModified": 0, "nRemoved": 0, "upserted": [],
+        }
+        codec = self._codec_options
+        for kind, indexes in runs:
+            name, field = _COMMANDS[kind]
+            head: dict[str, Any] = {name: self._name, "ordered": ordered}
+            if comment:
+                head["comment"] = comment
+            if bypass is not None:
+                head["bypassDocumentValidation"] = bypass
+            if let is not None and kind != _K_INSERT:
+                head["let"] = let
+            # The statements' array: type byte, name, NUL, length, terminating NUL.
+            base = len(_encode(head, False, codec)) + len(field) + 7
+            start = 0
+            while start < len(indexes):
+                size, batch = base, []
+                for i in indexes[start:start + MAX_WRITE_BATCH_SIZE]:
+                    stmt = _encode(bulk.ops[i], False, codec)
+                    grow = 2 + len(str(len(batch))) + len(stmt)
+                    if batch and size + grow > MAX_COMMAND_SIZE:
+                        break
+                    batch.append(RawBSONDocument(stmt))
+                    size += grow
+                cmd = dict(head)
+                cmd[field] = batch
+                raw = _check_size(_encode(cmd, False, codec))  # a statement alone too large
+                try:
+                    reply = await run_in_session(
+                        self._client._core, session, _OP_WRITE, _RES_DOC, self._db_name, None,
+                        raw, self._write_opts, None,
+                    )
+                except WriteConcernError as exc:
+                    # libmongoc fails a reply with a writeConcernError; the writes were done.
+                    reply = exc.details
+                    if not isinstance(reply, AbcMapping) or "writeConcernError" not in reply:
+                        raise
+                _merge_reply(full, kind, reply, [indexes[start + j] for j in range(len(batch))],
+                             bulk.ops)
+                start += len(batch)
+                if ordered and full["writeErrors"]:
+                    return full
+        return full
+
+    async def _insert_by_commands(
+        self, documents: list[Any], ordered: bool, comment: Any, session: Any, single: bool = False
+    ) -> None:
+        """insert_one / insert_many with bypass_document_validation=False, which libmongoc's bulk
+        API leaves out of the command: insert commands of our own. Raises what PyMongo raises
+        (insert_one: WriteError, DuplicateKeyError, WriteConcernError; insert_many:
+        BulkWriteError)."""
+        bulk = _BulkBuilder(self)
+        for document in documents:
+            bulk.add_insert(document)
+        try:
+            full = await self._bulk_by_commands(bulk, ordered, False, comment, None, session)
+        except OperationFailure:
+            if self._acknowledged:
+                raise
+            return
+        if not self._acknowledged:
+            return
+        errors, wces = full["writeErrors"], full["writeConcernErrors"]
+        if single:
+            if errors:
+                err = dict(errors[0])
+                err.pop("op", None)
+                code = err.get("code")
+                cls = DuplicateKeyError if code in (11000, 11001, 12582) else WriteError
+                raise cls(err.get("errmsg"), code, err)
+            if wces:
+                raise write_concern_error(wces[-1])
+        elif errors or wces:
+            errors.sort(key=lambda e: e["index"])
+            raise BulkWriteError(full)
 
     # ---- find_one_and_* --------------------------------------------------------------------
 

@@ -236,6 +236,29 @@ class AsyncMongoClient:
         self._sessions.add(session)
         return session
 
+    # ---- client-level bulk write -----------------------------------------------------------
+
+    async def bulk_write(
+        self,
+        models: Any,
+        session: Any = None,
+        ordered: bool = True,
+        verbose_results: bool = False,
+        bypass_document_validation: bool | None = None,
+        comment: Any = None,
+        let: Mapping[str, Any] | None = None,
+        write_concern: WriteConcern | None = None,
+    ) -> Any:
+        """Write to several collections in one bulk (the ``bulkWrite`` command, MongoDB 8.0+), as
+        PyMongo's ``AsyncMongoClient.bulk_write``: ``models`` are PyMongo's ``InsertOne``,
+        ``UpdateOne``... each with ``namespace="db.coll"``. Returns a ClientBulkWriteResult; raises
+        ClientBulkWriteException with the partial result, write errors and write concern errors."""
+        from asyncmongo._client_bulk import client_bulk_write
+
+        return await client_bulk_write(
+            self, models, session, ordered, verbose_results, bypass_document_validation, comment,
+            let, write_concern,
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
 

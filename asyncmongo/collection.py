@@ -271,6 +271,9 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         comment: Any = None,
     ) -> InsertOneResult:
         session = self._write_session(session)
+        if bypass_document_validation is False:  # libmongoc's bulk API would leave it out
+            await self._insert_by_commands([document], True, comment, session, single=True)
+            return InsertOneResult(document.get("_id"), self._acknowledged)
         raw = self._encode_document(document)
         flags = _core.FLAG_BYPASS if bypass_document_validation else 0
         await run_in_session(
@@ -300,6 +303,9 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
             docs.append(document)
         if not chunks:  # an iterator that turned out empty, as PyMongo's bulk says
             raise InvalidOperation("No operations to execute")
+        if bypass_document_validation is False:  # libmongoc's bulk API would leave it out
+            await self._insert_by_commands(docs, ordered, comment, session)
+            return InsertManyResult(ids, self._acknowledged)
         opts: dict[str, Any] = {"ordered": ordered}
         if self._write_opts is not None:
             opts["writeConcern"] = self._write_concern.document

@@ -345,11 +345,16 @@ class AsyncDatabase:
         ):
             cmd["readConcern"] = self._read_concern_doc
         if performs_write:
+            # With a write concern; on the primary unless every server is 5.0+ (the core decides).
             op = _core.OP_READ_WRITE
+            opts_doc: dict[str, Any] = {}
             if "writeConcern" in cmd:
-                opts = _encode({"writeConcern": cmd.pop("writeConcern")})
-            else:
-                opts = self._write_opts
+                opts_doc["writeConcern"] = cmd.pop("writeConcern")
+            elif self._write_opts is not None:
+                opts_doc["writeConcern"] = self._write_concern.document
+            if self._read_preference.mode != 0:
+                opts_doc["$readPreference"] = self._read_preference.document
+            opts = _encode(opts_doc) if opts_doc else None
         else:
             # Explicit even when it is the client's: the cursor's server is selected by the core
             # (FLAG_PIN), which takes no read preference as primary.

@@ -59,10 +59,10 @@ class_for_server_code(AmongoState *st, int64_t code, uint32_t domain)
         return st->exc_ExecutionTimeout;
     if (code == 43)
         return st->exc_CursorNotFound;
+    if (domain == MONGOC_ERROR_WRITE_CONCERN) /* a writeConcernError, whatever its code (PyMongo) */
+        return st->exc_WriteConcernError;
     if (is_not_primary_code(code))
         return st->exc_NotPrimaryError;
-    if (domain == MONGOC_ERROR_WRITE_CONCERN)
-        return st->exc_WriteConcernError;
     return st->exc_OperationFailure;
 }
 
@@ -127,13 +127,16 @@ class_for_error(AmongoState *st, const bson_error_t *e, bool timed_out, bool *se
     }
 }
 
-/* NEW: `cls(message)` or `cls(message, code, details)`. */
+/* NEW: `cls(message)`, or `cls(message, code, details)`; NotPrimaryError (an AutoReconnect) takes
+ * `(message, details)` and reads its code from them. */
 static PyObject *
-make_exception(PyObject *cls, const char *message, bool server_style, int64_t code,
+make_exception(AmongoState *st, PyObject *cls, const char *message, bool server_style, int64_t code,
                PyObject *details)
 {
     if (!server_style)
         return PyObject_CallFunction(cls, "s", message);
+    if (cls == st->exc_NotPrimaryError)
+        return PyObject_CallFunction(cls, "sO", message, details ? details : Py_None);
     return PyObject_CallFunction(cls, "sLO", message, (long long)code, details ? details : Py_None);
 }
 
@@ -162,8 +165,26 @@ amongo_error_from_job(AmongoState *st, const AmongoJob *job)
                                 job->error.code, "ok", 0.0);
         if (!details)
             return NULL;
+    } else if (server_style && PyDict_Check(details) && !PyDict_GetItemString(details, "code")) {
+        /* libmongoc's bulk API answers a failed command with its own counts, not the server's
+         * reply: put the server's code and message back, where PyMongo's details have them. */
+        PyObject *code = PyLong_FromUnsignedLong(job->error.code);
+        PyObject *msg = PyUnicode_DecodeUTF8(job->error.message, strlen(job->error.message), "replace");
+        PyObject *ok = PyFloat_FromDouble(0.0);
+        int rc = code && msg && ok && PyDict_SetItemString(details, "ok", ok) == 0 &&
+                         PyDict_SetItemString(details, "errmsg", msg) == 0 &&
+                         PyDict_SetItemString(details, "code", code) == 0
+                     ? 0
+                     : -1;
+        Py_XDECREF(code);
+        Py_XDECREF(msg);
+        Py_XDECREF(ok);
+        if (rc < 0) {
+            Py_DECREF(details);
+            return NULL;
+        }
     }
-    PyObject *exc = make_exception(cls, job->error.message, server_style, job->error.code, details);
+    PyObject *exc = make_exception(st, cls, job->error.message, server_style, job->error.code, details);
     Py_XDECREF(details);
     return exc;
 }
@@ -173,7 +194,7 @@ amongo_set_error(AmongoState *st, const bson_error_t *error)
 {
     bool server_style;
     PyObject *cls = class_for_error(st, error, false, &server_style);
-    PyObject *exc = make_exception(cls, error->message, server_style, error->code, NULL);
+    PyObject *exc = make_exception(st, cls, error->message, server_style, error->code, NULL);
     if (exc) {
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);

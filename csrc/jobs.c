@@ -142,6 +142,29 @@ job_finish_session_nogil(AmongoJob *job, AmongoCursorSession *opened)
     }
 }
 
+/* 1 if every server known after selecting one by `prefs` (which discovers the deployment) has
+ * maxWireVersion >= `wire`, 0 if not, -1 with `error` set if no server matches `prefs`. */
+static int
+job_all_servers_since_nogil(mongoc_client_t *client, const mongoc_read_prefs_t *prefs, int wire,
+                            bson_error_t *error)
+{
+    mongoc_server_description_t *sd = mongoc_client_select_server(client, false, prefs, error);
+    if (!sd)
+        return -1;
+    mongoc_server_description_destroy(sd);
+    size_t n = 0;
+    mongoc_server_description_t **sds = mongoc_client_get_server_descriptions(client, &n);
+    bool all = n > 0;
+    for (size_t i = 0; i < n && all; i++) {
+        const bson_t *hello = mongoc_server_description_hello_response(sds[i]);
+        bson_iter_t it;
+        all = hello && bson_iter_init_find(&it, hello, "maxWireVersion") &&
+              bson_iter_as_int64(&it) >= wire;
+    }
+    mongoc_server_descriptions_destroy_all(sds, n);
+    return all ? 1 : 0;
+}
+
 /* {mode: "secondary", tags: [...], maxStalenessSeconds: n} -> mongoc_read_prefs_t (caller frees). */
 static mongoc_read_prefs_t *
 job_read_prefs_nogil(bson_iter_t *doc)
@@ -226,10 +249,33 @@ job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
         prefs = NULL;
     }
 
+    /* A pipeline that writes ($out, $merge) with a non-primary read preference may run on a
+     * secondary when every server is 5.0+ (the CRUD specification, as mongoc_collection_aggregate
+     * decides); else it goes to the primary and the preference is dropped. */
+    bool write_on_secondary = false;
+    if (job->op == AMONGO_OP_READ_WRITE && prefs && !in_txn &&
+        mongoc_read_prefs_get_mode(prefs) != MONGOC_READ_PRIMARY) {
+        int since = job_all_servers_since_nogil(use_client, prefs, 13, &job->error);
+        if (since < 0) { /* no server for the preference: as PyMongo, a selection error */
+            bson_init(&job->reply);
+            job_keep_reply_nogil(job);
+            mongoc_read_prefs_destroy(prefs);
+            bson_destroy(&opts_static);
+            job_finish_session_nogil(job, opened);
+            return;
+        }
+        write_on_secondary = since == 1;
+        if (!write_on_secondary) {
+            mongoc_read_prefs_destroy(prefs);
+            prefs = NULL;
+        }
+    }
+
     /* Cursor owners pin their server: getMore and killCursors must reach the same one. */
     uint32_t server_id = in_txn ? 0 : job->server_id; /* a transaction has its own server */
     if (!server_id && !in_txn && (job->flags & AMONGO_FLAG_PIN)) {
-        bool for_writes = job->op != AMONGO_OP_READ && job->op != AMONGO_OP_COMMAND;
+        bool for_writes =
+            job->op != AMONGO_OP_READ && job->op != AMONGO_OP_COMMAND && !write_on_secondary;
         /* A read without its own preference follows the client's, as the command itself would. */
         const mongoc_read_prefs_t *select_prefs = prefs;
         if (!select_prefs && job->op == AMONGO_OP_READ)
@@ -274,8 +320,25 @@ job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
                                                         &job->error);
         break;
     case AMONGO_OP_READ_WRITE:
-        job->ok = mongoc_client_read_write_command_with_opts(use_client, job->db, &cmd, NULL, use_opts,
-                                                             &job->reply, &job->error);
+        if (write_on_secondary) {
+            /* libmongoc's read-write command ignores read preferences: send it as a read, with
+             * the write concern the read-write command would have added. */
+            bson_t with_wc;
+            bson_init(&with_wc);
+            bson_copy_to_excluding_noinit(use_opts, &with_wc, "writeConcern", NULL);
+            bson_iter_t wc_it;
+            if (bson_iter_init_find(&wc_it, use_opts, "writeConcern"))
+                bson_append_iter(&with_wc, "writeConcern", -1, &wc_it);
+            else if (!mongoc_write_concern_is_default(mongoc_client_get_write_concern(use_client)))
+                mongoc_write_concern_append((mongoc_write_concern_t *)mongoc_client_get_write_concern(use_client),
+                                            &with_wc);
+            job->ok = mongoc_client_read_command_with_opts(use_client, job->db, &cmd, prefs, &with_wc,
+                                                           &job->reply, &job->error);
+            bson_destroy(&with_wc);
+        } else {
+            job->ok = mongoc_client_read_write_command_with_opts(use_client, job->db, &cmd, NULL,
+                                                                 use_opts, &job->reply, &job->error);
+        }
         break;
     default:
         job->ok = mongoc_client_command_with_opts(use_client, job->db, &cmd, prefs, use_opts, &job->reply,

@@ -399,4 +399,6 @@ def server_from_env() -> ServerProcess | ExternalServer:
     uri = os.environ.get("MONGODB_URI")
     if uri:
         return ExternalServer(uri)
-    return ServerProcess().start()
+    # Test commands (configureFailPoint) on, as drivers' conformance suites run mongod: the CRUD
+    # specification tests inject failures with them. The server listens on loopback only.
+    return ServerProcess(extra_args=("--enable-test-commands",)).start()

@@ -296,3 +296,47 @@ def test_exception_classes_are_pymongos():
     for name, cls in classes.items():
         # The very classes users catch with PyMongo, not look-alikes.
         assert cls is getattr(pymongo.errors, name), name
+
+
+# ---- errors injected by the server (configureFailPoint; test commands are on) ---------------------
+
+
+def _fail_next(sync_client, command: str, **data) -> None:
+    sync_client.admin.command(
+        "configureFailPoint", "failCommand", mode={"times": 1},
+        data={"failCommands": [command], **data},
+    )
+
+
+async def test_injected_server_errors_raise_pymongos_classes(make_client, sync_client, db_name):
+    from pymongo.errors import NotPrimaryError, OperationFailure, WriteConcernError
+
+    sync_client[db_name]["items"].insert_one({"_id": 1})
+
+    def coll():
+        # A client per case: after a "not primary" or "shutting down" answer a driver marks the
+        # server unknown, and this server takes long to be found again (PyMongo's client too).
+        return make_client(retryReads=False, retryWrites=False)[db_name]["items"]
+
+    try:
+        # A command error in a write sent through libmongoc's bulk API: the server's code and
+        # message in details, as PyMongo has them; the client goes on working.
+        c = coll()
+        _fail_next(sync_client, "insert", errorCode=8)
+        with pytest.raises(OperationFailure) as info:
+            await c.insert_one({"_id": 2})
+        assert info.value.code == 8 and info.value.details["code"] == 8
+        assert await c.find_one({"_id": 1}) == {"_id": 1}
+        # A writeConcernError is a WriteConcernError whatever its code, even a "not primary" one.
+        _fail_next(sync_client, "insert", writeConcernError={"code": 91, "errmsg": "shutting down"})
+        with pytest.raises(WriteConcernError) as info:
+            await coll().insert_one({"_id": 3})
+        assert info.value.code == 91
+        # "Not primary" codes: NotPrimaryError (an AutoReconnect), with the reply as details.
+        _fail_next(sync_client, "find", errorCode=10107)
+        with pytest.raises(NotPrimaryError) as info:
+            await coll().find_one({})
+        assert info.value.details["code"] == 10107
+    finally:
+        sync_client.admin.command("configureFailPoint", "failCommand", mode="off")
+        sync_client.drop_database(db_name)

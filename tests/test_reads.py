@@ -593,3 +593,48 @@ async def test_distinct_server_errors_match_pymongo(coll, data):
                             lambda: data.distinct("m", maxTimeMS="x"))
     with nothing_submitted(), pytest.raises(TypeError, match="session"):
         await coll.distinct("m", session=object())
+
+
+class Aggregates(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def started(self, event) -> None:
+        if event.command_name == "aggregate" and "$out" in event.command["pipeline"][-1]:
+            self.sent.append(event.command)
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+async def test_writing_aggregate_with_a_read_preference(make_client, server, db_name, data):
+    # $out/$merge with a non-primary read preference: every server is 5.0+, so the pipeline may run
+    # where the preference says and the command carries it (the CRUD specification); a preference no
+    # server matches fails server selection, as with PyMongo.
+    pipeline = [{"$match": {"m": 1}}, {"$out": "out_rp"}]
+    ours, theirs = Aggregates(), Aggregates()
+    client = make_client(event_listeners=[ours], serverSelectionTimeoutMS=500)
+    pm = pymongo.MongoClient(server.uri, event_listeners=[theirs], serverSelectionTimeoutMS=500)
+    try:
+        for mode in (ReadPreference.SECONDARY_PREFERRED, ReadPreference.NEAREST):
+            coll = client[db_name].get_collection("items", read_preference=mode)
+            assert await (await coll.aggregate(pipeline)).to_list() == []
+            assert await client[db_name]["out_rp"].count_documents({}) == 10
+            list(pm[db_name].get_collection("items", read_preference=mode).aggregate(pipeline))
+            db_level = client[db_name].with_options(read_preference=mode)
+            await (await db_level.aggregate([{"$documents": [{"a": 1}]}, {"$out": "out_db"}])).to_list()
+            assert await client[db_name]["out_db"].find_one({}, {"_id": 0}) == {"a": 1}
+        sent_rp = [c.get("$readPreference") for c in ours.sent]
+        assert sent_rp == [{"mode": "secondaryPreferred"}] * 2 + [{"mode": "nearest"}] * 2
+        assert [c["$readPreference"] for c in theirs.sent] == sent_rp[::2]
+        secondary = client[db_name].get_collection("items", read_preference=ReadPreference.SECONDARY)
+        with pytest.raises(ServerSelectionTimeoutError):
+            await secondary.aggregate(pipeline)
+        with pytest.raises(ServerSelectionTimeoutError):
+            list(pm[db_name].get_collection("items", read_preference=ReadPreference.SECONDARY)
+                 .aggregate(pipeline))
+    finally:
+        pm.close()

@@ -22,6 +22,7 @@ from pymongo import (
     ReturnDocument,
     UpdateMany,
     UpdateOne,
+    monitoring,
 )
 from pymongo.errors import (
     BulkWriteError,
@@ -419,10 +420,99 @@ async def test_bulk_write_refused_before_sending(coll, twin):
     assert await coll.find_one({"_id": doc["_id"]}) == doc
 
 
-async def test_bulk_write_sort_is_refused(coll):
-    # libmongoc 1.23's bulk API has no per-operation sort: refused clearly, nothing sent.
-    with nothing_submitted(), pytest.raises(ConfigurationError):
-        await coll.bulk_write([UpdateOne({}, {"$set": {"x": 1}}, sort={"_id": 1})])
+class Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    def started(self, event):
+        self.sent.append(event.command)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+async def test_bulk_write_with_sort(twin, make_client):
+    # libmongoc 1.23's bulk API has no per-operation sort: such a bulk goes as write commands of
+    # asyncmongo's own, with PyMongo's results, errors and batching.
+    r = await twin.call("bulk_write", [
+        UpdateOne({"a": 1}, {"$set": {"last": True}}, sort={"_id": -1}),
+        ReplaceOne({"a": 2}, {"a": 2, "first": True}, sort={"_id": 1}),
+        InsertOne({"_id": 60}),
+        UpdateOne({"_id": 61}, {"$set": {"u": 1}}, upsert=True, sort={"_id": 1}),
+        DeleteOne({"a": 0}),
+    ])
+    assert r[2:8] == (1, 2, 2, 1, 1, {3: 61})
+    for ordered in (True, False):
+        with pytest.raises(BulkWriteError) as info:
+            await twin.call("bulk_write", [
+                UpdateOne({"_id": 3}, {"$set": {"_id": 99}}, sort={"_id": 1}),  # immutable _id
+                InsertOne({"_id": 70 + ordered}), DeleteOne({"_id": 70 + ordered})],
+                ordered=ordered)
+        d = info.value.details
+        assert [(e["index"], e["code"]) for e in d["writeErrors"]] == [(0, 66)]
+        # Ordered stops at the error; unordered runs the insert, then the delete.
+        assert (d["nInserted"], d["nRemoved"]) == ((0, 0) if ordered else (1, 1))
+    docs = await twin.same_contents()
+    assert [d["_id"] for d in docs if d.get("last")] == [7]
+    assert [d["_id"] for d in docs if d.get("first")] == [2]
+    # The sort travels in the update statement, as PyMongo sends it.
+    commands = Commands()
+    coll = make_client(event_listeners=[commands])[twin.a.database.name][twin.a.name]
+    await coll.bulk_write([UpdateOne({"a": 1}, {"$set": {"x": 1}}, sort={"_id": -1})],
+                          comment="c", let={"v": 1})
+    [cmd] = [c for c in commands.sent if "update" in c]
+    assert cmd["updates"] == [{"q": {"a": 1}, "u": {"$set": {"x": 1}}, "multi": False,
+                               "upsert": False, "sort": {"_id": -1}}]
+    assert (cmd["ordered"], cmd["comment"], cmd["let"]) == (True, "c", {"v": 1})
+
+
+async def test_bypass_document_validation_false_is_sent(make_client, db_name, sync_client):
+    # libmongoc's bulk API leaves an explicit bypassDocumentValidation=false out of the command:
+    # asyncmongo sends it, as PyMongo does, and the collection's validator still applies.
+    validator = {"x": {"$type": "int"}}
+    for name in ("v", "v_pymongo"):
+        sync_client[db_name].create_collection(name, validator=validator)
+    commands = Commands()
+    coll = make_client(event_listeners=[commands])[db_name]["v"]
+    witness = sync_client[db_name]["v_pymongo"]
+    await coll.insert_one({"_id": 1, "x": 1}, bypass_document_validation=False)
+    r = await coll.insert_many([{"_id": 2, "x": 2}, {"x": 3}], bypass_document_validation=False)
+    assert r.inserted_ids[0] == 2 and r.acknowledged
+    b = await coll.bulk_write(
+        [InsertOne({"_id": 4, "x": 4}), UpdateOne({"_id": 4}, {"$inc": {"x": 1}})],
+        bypass_document_validation=False,
+    )
+    assert (b.inserted_count, b.modified_count) == (1, 1)
+    sent = [(next(iter(c)), c.get("bypassDocumentValidation")) for c in commands.sent]
+    assert sent == [("insert", False), ("insert", False), ("insert", False), ("update", False)]
+    # Refused by the validator, with PyMongo's exceptions.
+    with pytest.raises(WriteError) as ours:
+        await coll.insert_one({"_id": 9, "x": "no"}, bypass_document_validation=False)
+    with pytest.raises(WriteError) as theirs:
+        witness.insert_one({"_id": 9, "x": "no"}, bypass_document_validation=False)
+    assert ours.value.code == theirs.value.code == 121
+    assert type(ours.value) is type(theirs.value)
+    with pytest.raises(DuplicateKeyError):
+        await coll.insert_one({"_id": 1, "x": 1}, bypass_document_validation=False)
+    witness.insert_one({"_id": 1, "x": 1})
+    for ordered in (True, False):
+        docs = [{"_id": 10 + ordered, "x": 1}, {"_id": 1, "x": 1},  # a duplicate key
+                {"_id": 30 + ordered, "x": 1}]
+        with pytest.raises(BulkWriteError) as ours:
+            await coll.insert_many(copy.deepcopy(docs), ordered=ordered,
+                                   bypass_document_validation=False)
+        with pytest.raises(BulkWriteError) as theirs:
+            witness.insert_many(copy.deepcopy(docs), ordered=ordered,
+                                bypass_document_validation=False)
+        mine, pym = ours.value.details, theirs.value.details
+        assert [(e["index"], e["code"], e["op"]) for e in mine["writeErrors"]] == [
+            (e["index"], e["code"], e["op"]) for e in pym["writeErrors"]]
+        assert mine["nInserted"] == pym["nInserted"] == (1 if ordered else 2)
+    ids = [d["_id"] for d in sync_client[db_name]["v"].find({}, sort=[("_id", 1)])]
+    assert ids[:6] == [1, 2, 4, 10, 11, 30] and len(ids) == 7  # and {"x": 3}'s ObjectId
 
 
 async def test_bulk_write_raw_documents_and_many_operations(coll, sync_client):

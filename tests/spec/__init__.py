@@ -1,0 +1,1 @@
+"""MongoDB's Unified Test Format CRUD tests, run against asyncmongo with PyMongo as the witness."""
