@@ -1,7 +1,8 @@
 /* ceiling: the benchmark's operations from native threads calling libmongoc directly, no Python at all.
  * It is the ceiling of asyncmongo's architecture (C workers over a mongoc_client_pool_t): the distance
  * between a driver's numbers and these is what the layers above libmongoc cost. Prints one JSON line
- * with the same keys as benchmarks/worker.py; errors go to stderr with a non-zero exit. */
+ * with the same keys as benchmarks/worker.py; errors go to stderr with a non-zero exit. The GridFS ops
+ * use libmongoc's mongoc_gridfs_bucket_t: a file uploaded from memory, or downloaded into memory. */
 #include <bson/bson.h>
 #include <mongoc/mongoc.h>
 
@@ -13,17 +14,33 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
-typedef enum { OP_FIND_ONE, OP_INSERT_ONE, OP_COMMAND, OP_FIND_MANY, OP_BULK_INSERT, OP_COUNT } op_t;
-static const char *const op_names[OP_COUNT] = {"find_one", "insert_one", "command", "find_many", "bulk_insert"};
+typedef enum {
+   OP_FIND_ONE,
+   OP_INSERT_ONE,
+   OP_COMMAND,
+   OP_FIND_MANY,
+   OP_BULK_INSERT,
+   OP_GRIDFS_UPLOAD,
+   OP_GRIDFS_DOWNLOAD,
+   OP_COUNT
+} op_t;
+static const char *const op_names[OP_COUNT] = {
+   "find_one", "insert_one", "command", "find_many", "bulk_insert", "gridfs_upload", "gridfs_download"};
+#define IS_GRIDFS(op) ((op) == OP_GRIDFS_UPLOAD || (op) == OP_GRIDFS_DOWNLOAD)
 
 #define SEED_BATCH 1000
+/* As the Python harness (spec_tasks.py, drivers.py): the file moved, the upload's untimed 1-byte file. */
+#define GRIDFS_FILENAME "gridfstest"
+#define ONE_BYTE_FILENAME "one-byte"
 
 typedef struct {
    const char *uri;
    op_t op;
    long concurrency, ops, warmup, pool, batch, seed_docs;
+   long file_bytes; /* gridfs ops: move the first N bytes of --doc; -1 = all of it */
    const char *doc_path, *db, *coll;
 } config_t;
 
@@ -34,6 +51,12 @@ typedef struct {
    const bson_t **batch_docs;  /* bulk_insert: cfg->batch pointers to the template */
    bson_t find_one_opts, hello, empty;
    int64_t docs_per_cursor;    /* find_many: what a full cursor yields */
+   uint8_t *file_data;         /* gridfs ops: the file, in memory */
+   size_t file_len;
+   bson_value_t file_id;       /* gridfs_download: the file prepare() stored */
+   /* gridfs ops time each file alone (one thread): the sum of those windows and their CPU */
+   uint64_t gridfs_wall_ns;
+   double gridfs_user_s, gridfs_sys_s;
    atomic_long next_warm, next_timed, misses;
    atomic_int failed;
    pthread_mutex_t err_lock;   /* guards err: the first failure wins */
@@ -82,6 +105,157 @@ record_failure (bench_t *b, const char *what, const bson_error_t *error)
       atomic_store (&b->failed, 1);
    }
    pthread_mutex_unlock (&b->err_lock);
+}
+
+static double
+tv_s (struct timeval tv)
+{
+   return (double) tv.tv_sec + (double) tv.tv_usec / 1e6;
+}
+
+/* A bucket object named --coll (its collections: <coll>.files and <coll>.chunks). */
+static mongoc_gridfs_bucket_t *
+open_bucket (const bench_t *b, mongoc_client_t *client, bson_error_t *error)
+{
+   bson_t opts;
+   bson_init (&opts);
+   BSON_APPEND_UTF8 (&opts, "bucketName", b->cfg->coll);
+   mongoc_database_t *db = mongoc_client_get_database (client, b->cfg->db);
+   mongoc_gridfs_bucket_t *bucket = mongoc_gridfs_bucket_new (db, &opts, NULL, error);
+   mongoc_database_destroy (db);
+   bson_destroy (&opts);
+   return bucket;
+}
+
+/* Stores len bytes from memory as a new file through an upload stream; *file_id receives its _id
+ * (the caller destroys it). */
+static bool
+gridfs_put (mongoc_gridfs_bucket_t *bucket, const char *filename, uint8_t *data, size_t len,
+            bson_value_t *file_id, bson_error_t *error)
+{
+   mongoc_stream_t *up = mongoc_gridfs_bucket_open_upload_stream (bucket, filename, NULL, file_id, error);
+   if (!up) {
+      return false;
+   }
+   bool ok = true;
+   for (size_t off = 0; ok && off < len;) {
+      ssize_t w = mongoc_stream_write (up, data + off, len - off, 0);
+      ok = w > 0;
+      off += ok ? (size_t) w : 0;
+   }
+   /* The files document goes in on close: only then does the file exist. */
+   ok = ok && mongoc_stream_close (up) == 0;
+   if (!ok && !mongoc_gridfs_bucket_stream_error (up, error)) {
+      bson_set_error (error, 0, 0, "the upload stream failed without an error");
+   }
+   mongoc_stream_destroy (up);
+   return ok;
+}
+
+/* Reads a whole file into a fresh buffer (*out, the caller frees it), as a driver hands back the bytes.
+ * cap is the expected length: one byte more is asked for, so a longer file shows in *len. */
+static bool
+gridfs_get (mongoc_gridfs_bucket_t *bucket, const bson_value_t *file_id, size_t cap, uint8_t **out,
+            size_t *len, bson_error_t *error)
+{
+   *out = NULL;
+   *len = 0;
+   mongoc_stream_t *down = mongoc_gridfs_bucket_open_download_stream (bucket, file_id, error);
+   if (!down) {
+      return false;
+   }
+   uint8_t *buf = malloc (cap + 1);
+   if (!buf) {
+      die ("%s", "out of memory");
+   }
+   ssize_t r;
+   size_t got = 0;
+   while (got <= cap && (r = mongoc_stream_read (down, buf + got, cap + 1 - got, 0, 0)) > 0) {
+      got += (size_t) r;
+   }
+   bool ok = !mongoc_gridfs_bucket_stream_error (down, error);
+   mongoc_stream_destroy (down);
+   *out = buf;
+   *len = got;
+   return ok;
+}
+
+static bool
+drop_collection (mongoc_collection_t *coll, bson_error_t *error);
+
+/* Drops <coll>.files and <coll>.chunks. */
+static bool
+drop_bucket (const bench_t *b, mongoc_client_t *client, bson_error_t *error)
+{
+   static const char *const suffixes[] = {"files", "chunks"};
+   char name[512];
+   bool ok = true;
+   for (size_t i = 0; ok && i < sizeof suffixes / sizeof suffixes[0]; i++) {
+      snprintf (name, sizeof name, "%s.%s", b->cfg->coll, suffixes[i]);
+      mongoc_collection_t *coll = mongoc_client_get_collection (client, b->cfg->db, name);
+      ok = drop_collection (coll, error);
+      mongoc_collection_destroy (coll);
+   }
+   return ok;
+}
+
+/* The spec's "before task" of the upload: an emptied bucket holding one 1-byte file, so its collections
+ * and indexes exist before the timed upload. */
+static bool
+gridfs_reset (const bench_t *b, mongoc_client_t *client, bson_error_t *error)
+{
+   uint8_t one = 0;
+   bson_value_t id;
+   memset (&id, 0, sizeof id);
+   if (!drop_bucket (b, client, error)) {
+      return false;
+   }
+   mongoc_gridfs_bucket_t *bucket = open_bucket (b, client, error);
+   if (!bucket) {
+      return false;
+   }
+   bool ok = gridfs_put (bucket, ONE_BYTE_FILENAME, &one, 1, &id, error);
+   bson_value_destroy (&id);
+   mongoc_gridfs_bucket_destroy (bucket);
+   return ok;
+}
+
+/* One file moved, timed alone: the upload's reset and the bucket object's construction (the spec's
+ * "before task") stay outside the window, and so outside the reported wall and CPU time. */
+static bool
+run_gridfs (bench_t *b, mongoc_client_t *client, bool timed, uint64_t *t0, uint64_t *t1, bson_error_t *error)
+{
+   const bool upload = b->cfg->op == OP_GRIDFS_UPLOAD;
+   struct rusage ru0, ru1;
+   uint8_t *data = NULL;
+   size_t len = 0;
+   bson_value_t id;
+   memset (&id, 0, sizeof id);
+   if (upload && !gridfs_reset (b, client, error)) {
+      return false;
+   }
+   mongoc_gridfs_bucket_t *bucket = open_bucket (b, client, error);
+   if (!bucket) {
+      return false;
+   }
+   getrusage (RUSAGE_SELF, &ru0);
+   *t0 = now_ns ();
+   bool ok = upload ? gridfs_put (bucket, GRIDFS_FILENAME, b->file_data, b->file_len, &id, error)
+                    : gridfs_get (bucket, &b->file_id, b->file_len, &data, &len, error);
+   *t1 = now_ns ();
+   getrusage (RUSAGE_SELF, &ru1);
+   if (ok && !upload && len != b->file_len) {
+      atomic_fetch_add (&b->misses, 1);
+   }
+   if (timed) {
+      b->gridfs_wall_ns += *t1 - *t0;
+      b->gridfs_user_s += tv_s (ru1.ru_utime) - tv_s (ru0.ru_utime);
+      b->gridfs_sys_s += tv_s (ru1.ru_stime) - tv_s (ru0.ru_stime);
+   }
+   free (data);
+   bson_value_destroy (&id);
+   mongoc_gridfs_bucket_destroy (bucket);
+   return ok;
 }
 
 /* The seeded documents: {_id: i, ...template} or {_id: i, name: "doc-i", n: i}, like worker.py's seed. */
@@ -173,6 +347,10 @@ run_op (bench_t *b, mongoc_client_t *client, mongoc_collection_t *coll, long i, 
       t0 = now_ns ();
       ok = mongoc_collection_insert_many (coll, b->batch_docs, (size_t) b->cfg->batch, NULL, NULL, &error);
       t1 = now_ns ();
+      break;
+   case OP_GRIDFS_UPLOAD:
+   case OP_GRIDFS_DOWNLOAD:
+      ok = run_gridfs (b, client, lat != NULL, &t0, &t1, &error);
       break;
    case OP_COUNT:
    default:
@@ -279,6 +457,14 @@ prepare (bench_t *b)
       b->docs_per_cursor = cfg->seed_docs;
    } else if (cfg->op == OP_INSERT_ONE || cfg->op == OP_BULK_INSERT) {
       ok = drop_collection (coll, &error);
+   } else if (cfg->op == OP_GRIDFS_DOWNLOAD) {
+      /* The spec's setup: the file in a fresh bucket, its _id recorded. */
+      mongoc_gridfs_bucket_t *bucket = NULL;
+      ok = drop_bucket (b, client, &error) && (bucket = open_bucket (b, client, &error)) &&
+           gridfs_put (bucket, GRIDFS_FILENAME, b->file_data, b->file_len, &b->file_id, &error);
+      if (bucket) {
+         mongoc_gridfs_bucket_destroy (bucket);
+      }
    }
    mongoc_collection_destroy (coll);
    mongoc_client_pool_push (b->pool, client);
@@ -339,6 +525,31 @@ load_doc (const char *path)
    return doc;
 }
 
+/* The GridFS ops' file, or its first max_bytes (-1: all of it), in memory. */
+static uint8_t *
+load_file (const char *path, long max_bytes, size_t *len)
+{
+   struct stat st;
+   FILE *f = fopen (path, "rb");
+   if (!f || fstat (fileno (f), &st) != 0) {
+      die ("cannot open --doc file %s: %s", path, strerror (errno));
+   }
+   if (st.st_size < 1 || (max_bytes > 0 && max_bytes > st.st_size)) {
+      die ("--doc file %s holds %lld bytes, --bytes asks for %ld", path, (long long) st.st_size, max_bytes);
+   }
+   size_t n = max_bytes > 0 ? (size_t) max_bytes : (size_t) st.st_size;
+   uint8_t *data = malloc (n);
+   if (!data) {
+      die ("%s", "out of memory");
+   }
+   if (fread (data, 1, n, f) != n) {
+      die ("cannot read --doc file %s", path);
+   }
+   fclose (f);
+   *len = n;
+   return data;
+}
+
 static int
 cmp_u64 (const void *a, const void *b)
 {
@@ -363,9 +574,11 @@ static void
 usage (const char *msg)
 {
    fprintf (stderr,
-            "ceiling: %s\nusage: ceiling --uri URI --op find_one|insert_one|command|find_many|bulk_insert\n"
-            "       --concurrency N --ops M [--warmup W] [--pool P] [--doc FILE] [--batch K] [--db DB]\n"
-            "       [--coll COLL] [--seed-docs S]\n",
+            "ceiling: %s\nusage: ceiling --uri URI --op find_one|insert_one|command|find_many|bulk_insert|\n"
+            "       gridfs_upload|gridfs_download --concurrency N --ops M [--warmup W] [--pool P] [--doc FILE]\n"
+            "       [--batch K] [--db DB] [--coll COLL] [--seed-docs S] [--bytes B]\n"
+            "       (gridfs ops: --doc is the file to move, --coll the bucket, --bytes its first B bytes,\n"
+            "       --concurrency 1)\n",
             msg);
    exit (2);
 }
@@ -391,6 +604,7 @@ parse_args (int argc, char **argv, config_t *cfg)
    memset (cfg, 0, sizeof *cfg);
    cfg->concurrency = cfg->ops = -1;
    cfg->warmup = -1;
+   cfg->file_bytes = -1;
    cfg->pool = 100;
    cfg->batch = 10000; /* the spec's small-document bulk insert */
    cfg->seed_docs = 1000;
@@ -412,6 +626,7 @@ parse_args (int argc, char **argv, config_t *cfg)
       else if (!strcmp (a, "--db")) cfg->db = v;
       else if (!strcmp (a, "--coll")) cfg->coll = v;
       else if (!strcmp (a, "--seed-docs")) cfg->seed_docs = parse_long (v, a, 1);
+      else if (!strcmp (a, "--bytes")) cfg->file_bytes = parse_long (v, a, 1);
       else usage ("unknown option");
    }
    if (!cfg->uri || !op || cfg->concurrency < 0 || cfg->ops < 0) {
@@ -424,6 +639,13 @@ parse_args (int argc, char **argv, config_t *cfg)
    }
    if (cfg->seed_docs > INT32_MAX) {
       usage ("--seed-docs is too large");
+   }
+   if (IS_GRIDFS (cfg->op) && (!cfg->doc_path || cfg->concurrency != 1)) {
+      /* One file at a time: each is timed alone, between the untimed resets of the spec's phases. */
+      usage ("the gridfs ops need --doc FILE and --concurrency 1");
+   }
+   if (!IS_GRIDFS (cfg->op) && cfg->file_bytes > 0) {
+      usage ("--bytes is for the gridfs ops");
    }
    if (cfg->warmup < 0) {
       cfg->warmup = cfg->ops / 10 > cfg->concurrency ? cfg->ops / 10 : cfg->concurrency;
@@ -454,7 +676,12 @@ main (int argc, char **argv)
    BSON_APPEND_BOOL (&b.hello, "hello", true);
    bson_init (&b.empty);
 
-   bson_t *tmpl = cfg.doc_path ? load_doc (cfg.doc_path) : NULL;
+   bson_t *tmpl = NULL;
+   if (IS_GRIDFS (cfg.op)) {
+      b.file_data = load_file (cfg.doc_path, cfg.file_bytes, &b.file_len);
+   } else if (cfg.doc_path) {
+      tmpl = load_doc (cfg.doc_path);
+   }
    b.tmpl = tmpl;
    if (cfg.op == OP_BULK_INSERT) {
       if (!tmpl) {
@@ -521,10 +748,14 @@ main (int argc, char **argv)
 
    long n = cfg.ops;
    double wall = (double) (w1 - w0) / 1e9;
-   double user = (double) (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
-                 (double) (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6;
-   double sys = (double) (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
-                (double) (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+   double user = tv_s (ru1.ru_utime) - tv_s (ru0.ru_utime);
+   double sys = tv_s (ru1.ru_stime) - tv_s (ru0.ru_stime);
+   if (IS_GRIDFS (cfg.op)) {
+      /* Only the files' own windows: the resets between them are the spec's untimed "before task". */
+      wall = (double) b.gridfs_wall_ns / 1e9;
+      user = b.gridfs_user_s;
+      sys = b.gridfs_sys_s;
+   }
    double sum = 0;
    qsort (b.lat_ns, (size_t) n, sizeof *b.lat_ns, cmp_u64);
    for (long i = 0; i < n; i++) {
@@ -549,6 +780,9 @@ main (int argc, char **argv)
    if (cfg.op == OP_INSERT_ONE || cfg.op == OP_BULK_INSERT) {
       printf (", \"docs_in_collection\": %lld", (long long) count_docs (&b));
    }
+   if (IS_GRIDFS (cfg.op)) {
+      printf (", \"file_bytes\": %zu", b.file_len);
+   }
    printf ("}\n");
    fflush (stdout);
 
@@ -558,6 +792,8 @@ main (int argc, char **argv)
       bson_destroy (tmpl);
    }
    free (b.batch_docs);
+   free (b.file_data);
+   bson_value_destroy (&b.file_id);
    free (b.lat_ns);
    free (threads);
    bson_destroy (&b.find_one_opts);

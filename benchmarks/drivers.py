@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any, Awaitable, Callable
 
+from benchmarks.spec_tasks import GRIDFS_FILENAME
+
 DB_NAME = "asyncmongo_bench"
 
 # Order here is the column order of the results table.
@@ -23,6 +25,9 @@ CEILING = "ceiling"
 COLUMNS = DRIVERS + (CEILING,)
 ALIASES = {"asyncmongo": ("asyncmongo-eventfd", "asyncmongo-threadsafe")}
 HELLO = {"hello": True}
+# The spec's upload task starts from a bucket holding one 1-byte file (its collections and indexes
+# exist before the timed upload).
+ONE_BYTE_FILENAME = "one-byte"
 
 
 def _dist_version(dist: str, module: Any = None) -> str:
@@ -71,6 +76,24 @@ class Adapter:
         """Drop and re-create the collection (the spec's "before task" for inserts)."""
         raise NotImplementedError
 
+    # GridFS: the collection name is the bucket's. Each driver's own bucket API, the call the
+    # spec calls most natural: one upload from bytes in memory, one download into bytes.
+    async def gridfs_upload(self, data: bytes) -> Any:
+        """Upload ``data`` as a new file named GRIDFS_FILENAME; returns its _id."""
+        raise NotImplementedError
+
+    async def gridfs_download(self, file_id: Any) -> bytes:
+        raise NotImplementedError
+
+    async def gridfs_reset(self) -> None:
+        """The spec's "before task" of the upload: drop the bucket, store a 1-byte file, then
+        construct the bucket object the timed upload uses."""
+        raise NotImplementedError
+
+    async def gridfs_file_id(self, filename: str) -> Any:
+        """The _id of the bucket's file of that name (None if there is none)."""
+        raise NotImplementedError
+
     async def ping(self) -> None:
         raise NotImplementedError
 
@@ -79,12 +102,16 @@ class Adapter:
 
 
 class _PymongoStyle(Adapter):
-    """Drivers whose client mirrors PyMongo: client[db][coll], db.command, async close."""
+    """Drivers whose client mirrors PyMongo: client[db][coll], db.command, async close; GridFS
+    through the driver's bucket class (PyMongo's GridFSBucket API)."""
 
-    def __init__(self, client: Any, collection: str) -> None:
+    def __init__(self, client: Any, collection: str,
+                 bucket_factory: Callable[[Any, str], Any]) -> None:
         self.client = client
         self._db = db = client[DB_NAME]
         self._name = collection
+        self._bucket_factory = bucket_factory
+        self._bucket: Any = None
         coll = db[collection]
         self.find_one = lambda _id, f=coll.find_one: f({"_id": _id})
         self.insert_one = coll.insert_one
@@ -96,6 +123,32 @@ class _PymongoStyle(Adapter):
     async def reset(self) -> None:
         await self._db.drop_collection(self._name)
         await self._db.create_collection(self._name)
+
+    def _fresh_bucket(self) -> Any:
+        self._bucket = self._bucket_factory(self._db, self._name)
+        return self._bucket
+
+    @property
+    def bucket(self) -> Any:
+        return self._fresh_bucket() if self._bucket is None else self._bucket
+
+    async def gridfs_upload(self, data: bytes) -> Any:
+        return await self.bucket.upload_from_stream(GRIDFS_FILENAME, data)
+
+    async def gridfs_download(self, file_id: Any) -> bytes:
+        grid_out = await self.bucket.open_download_stream(file_id)
+        return await grid_out.read()
+
+    async def gridfs_reset(self) -> None:
+        await self._db.drop_collection(f"{self._name}.files")
+        await self._db.drop_collection(f"{self._name}.chunks")
+        await self._fresh_bucket().upload_from_stream(ONE_BYTE_FILENAME, b"\0")
+        # The timed upload gets a bucket object of its own, built now: untimed, in the spec's order.
+        self._fresh_bucket()
+
+    async def gridfs_file_id(self, filename: str) -> Any:
+        doc = await self._db[f"{self._name}.files"].find_one({"filename": filename})
+        return None if doc is None else doc["_id"]
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
@@ -112,6 +165,7 @@ class _Mongojet(Adapter):
         self._db = db = client.get_database(DB_NAME)
         self._name = collection
         self._coll = coll = db.get_collection(collection)
+        self._bucket: Any = None
         self.find_one = lambda _id, f=coll.find_one: f({"_id": _id})
         self.insert_one = coll.insert_one
         self.insert_many = coll.insert_many
@@ -125,6 +179,31 @@ class _Mongojet(Adapter):
     async def reset(self) -> None:
         await self._coll.drop()
         await self._db.create_collection(self._name)
+
+    # mongojet's GridfsBucket takes and returns whole files: put(bytes) and get_by_id() -> bytes.
+    def _fresh_bucket(self) -> Any:
+        self._bucket = self._db.gridfs_bucket(bucket_name=self._name)
+        return self._bucket
+
+    @property
+    def bucket(self) -> Any:
+        return self._fresh_bucket() if self._bucket is None else self._bucket
+
+    async def gridfs_upload(self, data: bytes) -> Any:
+        return (await self.bucket.put(data, filename=GRIDFS_FILENAME))["file_id"]
+
+    async def gridfs_download(self, file_id: Any) -> bytes:
+        return await self.bucket.get_by_id(file_id)
+
+    async def gridfs_reset(self) -> None:
+        await self._db.get_collection(f"{self._name}.files").drop()
+        await self._db.get_collection(f"{self._name}.chunks").drop()
+        await self._fresh_bucket().put(b"\0", filename=ONE_BYTE_FILENAME)
+        self._fresh_bucket()
+
+    async def gridfs_file_id(self, filename: str) -> Any:
+        doc = await self._db.get_collection(f"{self._name}.files").find_one({"filename": filename})
+        return None if doc is None else doc["_id"]
 
     async def ping(self) -> None:
         await self.client.get_database("admin").run_command({"ping": 1})
@@ -168,6 +247,25 @@ def probe(name: str) -> dict:
     return {"available": True, "version": version, "error": None}
 
 
+# Bucket classes are imported on first use: a task without GridFS never loads a gridfs module.
+def _asyncmongo_bucket(db: Any, name: str) -> Any:
+    from asyncmongo.gridfs import AsyncGridFSBucket
+
+    return AsyncGridFSBucket(db, bucket_name=name)
+
+
+def _pymongo_bucket(db: Any, name: str) -> Any:
+    from gridfs.asynchronous import AsyncGridFSBucket
+
+    return AsyncGridFSBucket(db, bucket_name=name)
+
+
+def _motor_bucket(db: Any, name: str) -> Any:
+    from motor.motor_asyncio import AsyncIOMotorGridFSBucket
+
+    return AsyncIOMotorGridFSBucket(db, bucket_name=name)
+
+
 async def connect(name: str, uri: str, collection: str, pool_size: int) -> Adapter:
     """Build the client inside the running loop (Motor and PyMongo bind to it)."""
     # A pool size already in the URI wins for every driver alike.
@@ -176,15 +274,16 @@ async def connect(name: str, uri: str, collection: str, pool_size: int) -> Adapt
         from asyncmongo import AsyncMongoClient
 
         wakeup = name.split("-", 1)[1]
-        return _PymongoStyle(AsyncMongoClient(uri, wakeup=wakeup, **kw), collection)
+        return _PymongoStyle(AsyncMongoClient(uri, wakeup=wakeup, **kw), collection,
+                             _asyncmongo_bucket)
     if name == "pymongo":
         from pymongo import AsyncMongoClient
 
-        return _PymongoStyle(AsyncMongoClient(uri, **kw), collection)
+        return _PymongoStyle(AsyncMongoClient(uri, **kw), collection, _pymongo_bucket)
     if name == "motor":
         from motor.motor_asyncio import AsyncIOMotorClient
 
-        return _PymongoStyle(AsyncIOMotorClient(uri, **kw), collection)
+        return _PymongoStyle(AsyncIOMotorClient(uri, **kw), collection, _motor_bucket)
     if name == "mongojet":
         import mongojet
 

@@ -156,10 +156,13 @@ class BenchServer:
 def run_ceiling(uri: str, op: str, concurrency: int, ops: int, warmup: int | None = None,
                 pool: int = 100, doc_path: str | Path | None = None, batch: int | None = None,
                 seed_docs: int = 1000, db: str = "asyncmongo_bench", coll: str | None = None,
-                *, timeout: float | None = None, binary: Path | str | None = None) -> dict:
+                file_bytes: int | None = None, *, timeout: float | None = None,
+                binary: Path | str | None = None) -> dict:
     """One ceiling measurement; returns its JSON line as a dict.
 
-    warmup None: max(ops // 10, concurrency), as worker.py. coll None: "ceiling_<op>".
+    warmup None: max(ops // 10, concurrency), as worker.py. coll None: "ceiling_<op>". The GridFS
+    ops (gridfs_upload, gridfs_download; concurrency 1) take doc_path as the file to move, coll as
+    the bucket's name, and file_bytes to move only the file's first bytes.
     """
     argv = [str(binary or build()["ceiling"]), "--uri", uri, "--op", op,
             "--concurrency", str(concurrency), "--ops", str(ops), "--pool", str(pool),
@@ -172,6 +175,8 @@ def run_ceiling(uri: str, op: str, concurrency: int, ops: int, warmup: int | Non
         argv += ["--batch", str(batch)]
     if coll is not None:
         argv += ["--coll", coll]
+    if file_bytes is not None:
+        argv += ["--bytes", str(file_bytes)]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if p.returncode != 0:
         raise RuntimeError(f"ceiling {op} failed (exit {p.returncode}): {p.stderr.strip()}")

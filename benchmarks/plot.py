@@ -26,7 +26,7 @@ COLORS = {
 SHORT = {
     "run_command": "command", "find_one_by_id": "find one", "small_insert_one": "insert small",
     "large_insert_one": "insert large", "find_many": "find many", "small_bulk_insert": "bulk small",
-    "large_bulk_insert": "bulk large",
+    "large_bulk_insert": "bulk large", "gridfs_upload": "gridfs up", "gridfs_download": "gridfs down",
 }
 
 

@@ -2,8 +2,9 @@
 
 Servers run one after the other, each in its own process (SecantusDB; benchmarks/server, the C
 in-memory wire server; or MONGODB_URI). Tasks: the single- and multi-document tasks of MongoDB's
-Driver Performance Benchmarking spec and a find_one/insert_one concurrency sweep. Prints one markdown
-table on stdout and progress on stderr; writes --json, --markdown and a --plot PNG.
+Driver Performance Benchmarking spec (GridFS upload and download included; not on the C server) and
+a find_one/insert_one concurrency sweep. Prints one markdown table on stdout and progress on stderr;
+writes --json, --markdown and a --plot PNG.
 """
 from __future__ import annotations
 
@@ -31,11 +32,19 @@ DEFAULT_BASELINE = "asyncmongo-eventfd"
 SERVERS = ("secantus", "cbench")
 SERVER_TITLES = {"secantus": "SecantusDB", "cbench": "C bench server", "uri": "MONGODB_URI"}
 SERVER_LABELS = {"secantus": "SecantusDB", "cbench": "C bench", "uri": "URI"}  # table column
+# Tasks a server cannot run, with the reason the table's notes give. The C server answers only what
+# the other tasks send and refuses anything else rather than approximating it.
+_CBENCH_NO_GRIDFS = (
+    "the C bench server has no GridFS: GridFS reads chunks with a range filter on n ($gte/$lt) "
+    "sorted by n and checks indexes with a projected find, listIndexes and createIndexes, where the "
+    "bench server answers only equality filters and refuses sort and projection")
+UNSUPPORTED = {"cbench": {t.name: _CBENCH_NO_GRIDFS for t in TASKS.values() if t.gridfs}}
 
 
 @dataclass(frozen=True)
 class Mode:
-    """Counts for one kind of run. ``scale`` multiplies the spec's per-iteration counts."""
+    """Counts for one kind of run. ``scale`` multiplies the spec's per-iteration counts, and the
+    GridFS tasks' file size (spec_tasks.file_bytes: quick 1 MiB, demo 5 MiB of the 50 MiB file)."""
 
     scale: float
     iterations: int
@@ -123,12 +132,18 @@ class Cell:
 
 
 def cell_counts(task: Task, args, concurrency: int = 1) -> tuple[int, int, int]:
-    """(ops per iteration, iterations, docs seeded) for a task in this run."""
+    """(ops per iteration, iterations, docs seeded) for a task in this run (GridFS: one file an
+    iteration, and the download's bucket holds one)."""
     if task.kind == "sweep":
         # At least one op per task, so "concurrency C" really means C requests in flight.
         return max(args.ops, concurrency), 1, args.seed_docs
     n = spec_tasks.scaled(task, args.scale)
     return n, args.iterations, n
+
+
+def gridfs_bytes(args) -> int:
+    """Bytes of gridfs_large.bin each GridFS op of this run moves."""
+    return spec_tasks.file_bytes(args.scale, spec_tasks.gridfs_size(args.data_dir))
 
 
 def measure_driver(cell: Cell, uri: str, args) -> dict:
@@ -141,6 +156,8 @@ def measure_driver(cell: Cell, uri: str, args) -> dict:
         cmd.append("--no-seed")  # the runner seeded it once for every driver
     if args.data_dir is not None:
         cmd += ["--data-dir", str(args.data_dir)]
+    if cell.task.gridfs:
+        cmd += ["--file-bytes", str(gridfs_bytes(args))]
     base = {"driver": cell.driver, "task": cell.task.name, "concurrency": cell.concurrency}
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
@@ -168,20 +185,24 @@ def measure_ceiling(cell: Cell, uri: str, args) -> dict:
     doc_file = spec_tasks.doc_path(task, args.data_dir)
     # The ceiling has no iterations: one timed phase of them all, so its score is MB over the mean
     # iteration time rather than the median. Multi-doc ops are calls there (one find drained, one
-    # insert_many of `batch` documents).
+    # insert_many of `batch` documents); a GridFS op is one file, timed alone between untimed resets.
     calls = iterations if task.multi_doc else ops * iterations
-    warmup = 1 if task.multi_doc else max(ops // 10, cell.concurrency)
+    warmup = 1 if task.multi_doc or task.gridfs else max(ops // 10, cell.concurrency)
+    nbytes = gridfs_bytes(args) if task.gridfs else None
     try:
         res = native.run_ceiling(
             uri, task.op, cell.concurrency, calls, warmup=warmup, pool=args.pool_size,
             doc_path=doc_file, batch=ops if task.op == "bulk_insert" else None, seed_docs=seeded,
-            db=drivers.DB_NAME, coll=coll, timeout=args.timeout)
+            db=drivers.DB_NAME, coll=coll, file_bytes=nbytes, timeout=args.timeout)
     except Exception as e:  # noqa: BLE001 - a failed cell, the run goes on
         return {**base, "error": f"{type(e).__name__}: {e}"}
     out = {**base, **res, **{k: base[k] for k in ("driver", "task", "kind")}, "collection": coll,
            "version": f"libmongoc {res.get('version', '?')}", "calls": res["ops"]}
-    doc = spec_tasks.load_doc(task.dataset, args.data_dir) if task.op != "command" else None
-    per_op = spec_tasks.op_bytes(task, doc)
+    if task.gridfs:
+        per_op = nbytes
+    else:
+        doc = spec_tasks.load_doc(task.dataset, args.data_dir) if task.op != "command" else None
+        per_op = spec_tasks.op_bytes(task, doc)
     if task.multi_doc:
         docs = res["ops"] * ops
         out.update({"ops": docs, "warmup_ops": res["warmup_ops"] * ops,
@@ -190,7 +211,7 @@ def measure_ceiling(cell: Cell, uri: str, args) -> dict:
     per_iter_s = res["wall_s"] / iterations
     out.update({
         "iterations": iterations, "ops_per_iteration": ops,
-        "unit": "doc" if task.multi_doc else "op", "op_bytes": per_op,
+        "unit": task.unit, "op_bytes": per_op,
         "iteration_bytes": per_op * ops, "iteration_median_s": per_iter_s,
         "mb_per_s": per_op * ops / 1e6 / per_iter_s if per_iter_s > 0 else 0.0,
     })
@@ -254,6 +275,8 @@ def plan_cells(server: str, names: list[str], task_list: list[str], conc: list[i
     # machine load spreads over drivers rather than landing on whichever ran during a busy spell.
     cells = []
     for tn in task_list:
+        if tn in UNSUPPORTED.get(server, {}):
+            continue
         t = TASKS[tn]
         for c in (conc if t.kind == "sweep" else (1,)):
             cells += [Cell(server, t, c, n) for n in names]
@@ -290,8 +313,10 @@ def run_server(server: str, cells: list[Cell], args, progress: Progress, meta: d
                 if t.seeded and seeded_for != t.name:
                     progress.start(f"{title} · {t.name}: seeding")
                     _ops, _it, count = cell_counts(t, args)
-                    doc = spec_tasks.load_doc(t.dataset, args.data_dir)
+                    doc = spec_tasks.load_data(t, args.data_dir,
+                                               gridfs_bytes(args) if t.gridfs else None)
                     worker.seed(witness, t, spec_tasks.collection_name(t, ""), doc, count)
+                    del doc
                     seeded_for = t.name
                 progress.start(f"{title} · {t.name} · c={cell.concurrency} · {cell.driver}")
                 t0 = time.monotonic()
@@ -302,15 +327,16 @@ def run_server(server: str, cells: list[Cell], args, progress: Progress, meta: d
                 r["server"] = server
                 if _ok(r) and "collection" in r and t.op in spec_tasks.WRITE_OPS:
                     _check_writes(witness, r)
+                if _ok(r) and "collection" in r and t.op == "gridfs_upload":
+                    _check_upload(witness, r, gridfs_bytes(args))
                 runs.append(r)
                 progress.advance(_summary(r, time.monotonic() - t0))
                 if not _ok(r):
                     progress.note(f"ERROR {title} {t.name} c={cell.concurrency} {cell.driver}: "
                                   f"{r.get('error')}")
                 if t.seeded and (i + 1 == len(cells) or cells[i + 1].task is not t):
-                    db = witness[drivers.DB_NAME]
-                    db.drop_collection(spec_tasks.collection_name(t, ""))
-                    db.drop_collection(f"{t.name}_ceiling")
+                    worker.drop_task_data(witness, t, spec_tasks.collection_name(t, ""))
+                    worker.drop_task_data(witness, t, f"{t.name}_ceiling")
     finally:
         if handle is not None:
             handle.stop()
@@ -328,11 +354,36 @@ def _check_writes(witness, r: dict) -> None:
         r["error"] = f"{want} documents inserted, the server holds {got}"
 
 
+def _check_upload(witness, r: dict, nbytes: int) -> None:
+    """What the last timed upload left in its bucket: the 1-byte file and one file of nbytes with
+    every chunk; then the bucket is dropped."""
+    from benchmarks import worker
+
+    bucket = r["collection"]
+    db = witness[drivers.DB_NAME]
+    files = list(db[f"{bucket}.files"].find({}, {"length": 1, "chunkSize": 1}))
+    big = [f for f in files if f.get("length") == nbytes]
+    r["files_in_bucket"] = len(files)
+    r["file_chunks"] = got = (db[f"{bucket}.chunks"].count_documents({"files_id": big[0]["_id"]})
+                              if len(big) == 1 else 0)
+    worker.drop_task_data(witness, TASKS[r["task"]], bucket)
+    if len(files) != 2 or len(big) != 1:
+        r["error"] = (f"the bucket holds {len(files)} files ({len(big)} of {nbytes} bytes); "
+                      "expected the 1-byte file and one upload")
+    elif got != -(-nbytes // big[0]["chunkSize"]):
+        r["error"] = f"the uploaded file has {got} chunks, not {-(-nbytes // big[0]['chunkSize'])}"
+
+
+def _rate(v: float) -> str:
+    # A GridFS task does a file or two a second: whole numbers would show 0 or 1.
+    return format(v, ",.0f" if v >= 100 else ".2f")
+
+
 def _summary(r: dict, took: float) -> str:
     head = f"{r.get('server', '?'):<8} {r['task']:<18} c={r['concurrency']:<5} {r['driver']:<22}"
     if not _ok(r):
         return f"{head} ERROR"
-    return (f"{head} {r['ops_per_s']:10,.0f} {r.get('unit', 'op')}/s {r.get('mb_per_s', 0):8.2f} MB/s "
+    return (f"{head} {_rate(r['ops_per_s']):>10} {r.get('unit', 'op')}/s {r.get('mb_per_s', 0):8.2f} MB/s "
             f"{r['cpu_us_per_op']:8.1f} µs CPU/{r.get('unit', 'op')}  p50 {r['lat_p50_us'] / 1e3:8.3f} ms "
             f"p99 {r['lat_p99_us'] / 1e3:8.3f} ms ({took:.1f}s)")
 
@@ -463,10 +514,10 @@ def render_table(report: dict) -> str:
     rows = []
     for srv in cfg["servers"]:
         for tn in cfg["tasks"]:
-            if tn in report["skipped_tasks"]:
+            if tn in report["skipped_tasks"] or tn in report["server_skipped_tasks"].get(srv, {}):
                 continue
             t = TASKS[tn]
-            label = tn + (" (docs)" if t.multi_doc else "")
+            label = tn + (" (docs)" if t.multi_doc else " (file)" if t.gridfs else "")
             for c in (cfg["concurrency"] if t.kind == "sweep" else [1]):
                 for n in cfg["drivers"]:
                     r = by.get((srv, tn, c, n))
@@ -480,7 +531,7 @@ def render_table(report: dict) -> str:
                     x = rat.get((srv, tn, c, n), {})
                     ce = cel.get((srv, tn, c, n), {})
                     rows.append(row + [
-                        _fmt(r["ops_per_s"], ",.0f"), _mb(r.get("mb_per_s")),
+                        _rate(r["ops_per_s"]), _mb(r.get("mb_per_s")),
                         _fmt(r["lat_p50_us"] / 1e3, ".3f"), _fmt(r["lat_p99_us"] / 1e3, ".3f"),
                         _fmt(r["cpu_us_per_op"], ",.1f"),
                         _fmt(x.get("x_faster"), ".2f"), _fmt(x.get("cpu_ratio"), ".2f"),
@@ -501,7 +552,9 @@ def legend(report: dict) -> str:
     lines.append(
         "MB/s is the spec's score (task size in 10^6 bytes of BSON ÷ median iteration time). CPU = "
         "user+sys of the driver's own process over the timed iterations. For \"(docs)\" tasks ops are "
-        "documents and latency is per call (one find drained, one insert_many).")
+        "documents and latency is per call (one find drained, one insert_many). For \"(file)\" "
+        "tasks an op is one GridFS file, uploaded from or downloaded into memory, and its size "
+        "(gridfs_large.bin's bytes, not BSON) is the task size.")
     return "\n".join(lines)
 
 
@@ -509,6 +562,8 @@ def notes(report: dict) -> list[str]:
     info = report["drivers"]
     out = [f"- {n}: unavailable — {d['error']}" for n, d in info.items() if not d["available"]]
     out += [f"- {tn}: skipped — {why}" for tn, why in report["skipped_tasks"].items()]
+    out += [f"- {SERVER_TITLES.get(s, s)} {tn}: skipped — {why}"
+            for s, skipped in report["server_skipped_tasks"].items() for tn, why in skipped.items()]
     for r in report["results"]:
         if "error" in r and info.get(r["driver"], {}).get("available"):
             out.append(f"- {SERVER_TITLES.get(r.get('server'), r.get('server'))} {r['task']} "
@@ -529,8 +584,10 @@ def render_markdown(report: dict) -> str:
     cfg = report["config"]
     versions = ", ".join(f"{n} {d['version']}" for n, d in report["drivers"].items() if d["available"])
     servers = "; ".join(f"{SERVER_TITLES[s]}: {d['description']}" for s, d in m["servers"].items())
-    counts = ", ".join(f"{tn} {cfg['ops_per_iteration'][tn]:,}" for tn in cfg["tasks"]
-                       if tn not in report["skipped_tasks"])
+    counts = ", ".join(
+        f"{tn} {cfg['ops_per_iteration'][tn]:,}"
+        + (f" file of {cfg['gridfs_file_bytes']:,} bytes" if TASKS[tn].gridfs else "")
+        for tn in cfg["tasks"] if tn not in report["skipped_tasks"])
     lines = [
         "# asyncmongo benchmark run",
         "",
@@ -576,7 +633,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="timed ops per sweep cell (full 10000, demo 2000, quick 100); raised to "
                         "the concurrency")
     p.add_argument("--scale", type=float, default=None,
-                   help="fraction of the spec's per-iteration counts (full 1, demo 0.1, quick 0.002)")
+                   help="fraction of the spec's per-iteration counts (full 1, demo 0.1, quick 0.002); "
+                        "GridFS tasks move that fraction of the file, at least 1 MiB")
     p.add_argument("--iterations", type=int, default=None,
                    help="timed iterations per spec task (full 5, demo 3, quick 2)")
     p.add_argument("--repeat", type=int, default=1,
@@ -652,6 +710,11 @@ def main(argv: list[str] | None = None) -> int:
             skipped = {t: str(e) for t in args.task_list if TASKS[t].kind == "spec"}
             _log(f"spec tasks skipped: {e}")
     tasks = [t for t in args.task_list if t not in skipped]
+    server_skipped = {s: {t: why for t, why in UNSUPPORTED.get(s, {}).items() if t in tasks}
+                      for s in args.server_list}
+    server_skipped = {s: d for s, d in server_skipped.items() if d}
+    for s, d in server_skipped.items():
+        _log(f"{SERVER_TITLES[s]}: skipping {', '.join(d)} (the table's notes say why)")
 
     meta = {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -696,12 +759,14 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.conc_list,
             "ops_per_iteration": {t: cell_counts(TASKS[t], args)[0] for t in args.task_list},
             "iterations": args.iterations, "sweep_ops": args.ops, "scale": args.scale,
+            "gridfs_file_bytes": gridfs_bytes(args) if args.data_dir else None,
             "seed_docs": args.seed_docs, "pool_size": args.pool_size, "loop": args.loop,
             "repeat": args.repeat,
         },
         "drivers": info,
         "baseline": baseline,
         "skipped_tasks": skipped,
+        "server_skipped_tasks": server_skipped,
         "results": results,
         "runs": runs,
         "ratios": ratios(results, baseline, peers) if baseline else [],

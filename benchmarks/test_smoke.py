@@ -1,5 +1,6 @@
 """Smoke tests for the benchmark harness: a --quick run of every task over every importable driver
-and the C ceiling, on both servers; the spec data's unpacking and sizes; the run without the data.
+and the C ceiling, on both servers (GridFS on SecantusDB only); the spec data's unpacking and sizes;
+the run without the data.
 
 Checks plumbing and output shape only; timings are never asserted (shared CI boxes are noisy).
 Run with: pytest benchmarks/test_smoke.py
@@ -14,7 +15,7 @@ import bson
 import pytest
 
 from benchmarks import drivers, spec_tasks
-from benchmarks.run import REPO_ROOT, _child_env, probe
+from benchmarks.run import REPO_ROOT, UNSUPPORTED, _child_env, probe
 from benchmarks.spec_tasks import SPEC_TASKS, SWEEP_TASKS, TASKS
 
 RESULT_KEYS = {
@@ -23,8 +24,8 @@ RESULT_KEYS = {
     "iteration_median_s", "mb_per_s", "wall_s", "ops_per_s", "cpu_s", "cpu_user_s", "cpu_sys_s",
     "cpu_us_per_op", "lat_p50_us", "lat_p99_us", "lat_mean_us", "lat_max_us", "misses",
 }
-TOP_KEYS = {"meta", "config", "drivers", "baseline", "skipped_tasks", "results", "runs", "ratios",
-            "ceiling_ratios"}
+TOP_KEYS = {"meta", "config", "drivers", "baseline", "skipped_tasks", "server_skipped_tasks",
+            "results", "runs", "ratios", "ceiling_ratios"}
 META_KEYS = {"date", "command", "nproc", "cpu_model", "python", "platform", "servers", "run_seconds",
              "data_dir"}
 # Every sweep level runs in-process in test_bench_tasks.py; here the runner's plumbing needs the
@@ -81,16 +82,23 @@ def test_quick_run_every_task_driver_and_server(tmp_path):
         assert set(report["skipped_tasks"]) == {t.name for t in SPEC_TASKS}
         assert spec_tasks.DATA_ENV in why
         run_tasks = [t.name for t in SWEEP_TASKS]
+    # GridFS runs on SecantusDB only: the C bench server's cells are left out, and the notes say why.
+    gridfs = [t for t in run_tasks if TASKS[t].gridfs]
+    assert report["server_skipped_tasks"] == ({"cbench": {t: UNSUPPORTED["cbench"][t] for t in gridfs}}
+                                              if gridfs else {})
+    for t in gridfs:
+        assert f"- C bench server {t}: skipped — the C bench server has no GridFS" in p.stdout
 
     expected = {(s, t, c, n) for s in cfg["servers"] for t in run_tasks
-                for c in (SMOKE_CONCURRENCY if TASKS[t].kind == "sweep" else (1,)) for n in cols}
+                for c in (SMOKE_CONCURRENCY if TASKS[t].kind == "sweep" else (1,)) for n in cols
+                if t not in report["server_skipped_tasks"].get(s, {})}
     got = {(r["server"], r["task"], r["concurrency"], r["driver"]) for r in report["results"]}
     assert got == expected
     for r in report["results"]:
         assert "error" not in r, r
         assert RESULT_KEYS <= r.keys(), sorted(RESULT_KEYS - r.keys())
         task = TASKS[r["task"]]
-        assert r["op"] == task.op and r["kind"] == task.kind
+        assert r["op"] == task.op and r["kind"] == task.kind and r["unit"] == task.unit
         assert r["ops"] >= r["ops_per_iteration"] > 0
         if not task.multi_doc:
             assert r["ops"] >= r["concurrency"]
@@ -102,6 +110,15 @@ def test_quick_run_every_task_driver_and_server(tmp_path):
             assert r["docs_in_collection"] >= r["ops_per_iteration"]
             if r["driver"] != drivers.CEILING:
                 assert r["docs_in_collection"] == r["expected_docs"] == r["ops_per_iteration"]
+        if task.gridfs:
+            # One file an iteration; the quick run moves the first MiB of gridfs_large.bin.
+            assert r["ops_per_iteration"] == 1 and r["ops"] == cfg["iterations"]
+            assert r["op_bytes"] == r["file_bytes"] == cfg["gridfs_file_bytes"] == \
+                spec_tasks.GRIDFS_MIN_BYTES
+        if task.op == "gridfs_upload":
+            # The runner's client found the 1-byte file and the last upload, with all its chunks.
+            assert r["files_in_bucket"] == 2
+            assert r["file_chunks"] == -(-spec_tasks.GRIDFS_MIN_BYTES // (255 * 1024))
         if r["driver"] != drivers.CEILING:
             assert len(r["iteration_s"]) == r["iterations"] == (cfg["iterations"]
                                                                 if task.kind == "spec" else 1)
@@ -139,13 +156,13 @@ def test_without_data_the_spec_tasks_are_skipped_by_name(tmp_path):
     assert "run_command: skipped" in p.stdout
 
 
-def test_spec_data_unpacks_only_the_documents_and_sizes_come_from_bson(tmp_path, monkeypatch):
+def test_spec_data_unpacks_only_the_task_files_and_sizes_come_from_the_data(tmp_path, monkeypatch):
     if not (spec_tasks.DEFAULT_DATA / spec_tasks.TARBALL).is_file():
         pytest.skip(f"no {spec_tasks.TARBALL} at {spec_tasks.DEFAULT_DATA}")
     monkeypatch.setenv(spec_tasks.DATA_ENV, str(spec_tasks.DEFAULT_DATA))
     folder = spec_tasks.data_dir(scratch=tmp_path)
-    assert sorted(f.name for f in folder.iterdir()) == ["large_doc.json", "small_doc.json",
-                                                        "tweet.json"]
+    assert sorted(f.name for f in folder.iterdir()) == ["gridfs_large.bin", "large_doc.json",
+                                                        "small_doc.json", "tweet.json"]
     assert (tmp_path / ".gitignore").read_text() == "*\n"
     assert spec_tasks.data_dir(scratch=tmp_path) == folder  # unpacked once, then reused
     # A folder of unpacked files is taken as it is.
@@ -160,6 +177,16 @@ def test_spec_data_unpacks_only_the_documents_and_sizes_come_from_bson(tmp_path,
     assert [d["_id"] for d in seeded] == [0, 1, 2] and "_id" not in tweet
     assert all("_id" not in d for d in spec_tasks.seed_docs(TASKS["find_many"], tweet, 3))
 
+    # GridFS sizes are the file's bytes (the spec's 52,428,800 for gridfs_large.bin), read from it.
+    assert spec_tasks.gridfs_size(folder) == (folder / "gridfs_large.bin").stat().st_size == 52_428_800
+    assert spec_tasks.op_bytes(TASKS["gridfs_upload"], None) == 52_428_800
+    head = spec_tasks.load_data(TASKS["gridfs_download"], folder, spec_tasks.GRIDFS_MIN_BYTES)
+    assert head == spec_tasks.load_file(folder)[:spec_tasks.GRIDFS_MIN_BYTES]
+    assert spec_tasks.op_bytes(TASKS["gridfs_download"], head) == spec_tasks.GRIDFS_MIN_BYTES
+    assert spec_tasks.doc_path(TASKS["gridfs_upload"], folder) == folder / "gridfs_large.bin"
+    with pytest.raises(spec_tasks.DataMissing, match="fewer than"):
+        spec_tasks.load_file(folder, 52_428_801)
+
 
 def test_task_counts_scale_down_but_keep_bulks_bulks():
     assert spec_tasks.task_names("sweep") == ["sweep_find_one", "sweep_insert_one"]
@@ -170,3 +197,14 @@ def test_task_counts_scale_down_but_keep_bulks_bulks():
     assert spec_tasks.scaled(TASKS["large_bulk_insert"], 1.0) == 10
     assert spec_tasks.scaled(TASKS["find_one_by_id"], 0.1) == 1000
     assert spec_tasks.scaled(TASKS["large_bulk_insert"], 0.002) == 2
+    # A GridFS task moves one file an iteration whatever the mode; quick and demo runs shrink the
+    # file instead: 1 MiB at least, never more than the file.
+    for fraction in (0.002, 0.1, 1.0):
+        assert spec_tasks.scaled(TASKS["gridfs_upload"], fraction) == 1
+    full = 52_428_800
+    assert spec_tasks.file_bytes(1.0, full) == full
+    assert spec_tasks.file_bytes(0.1, full) == 5_242_880  # demo
+    assert spec_tasks.file_bytes(0.002, full) == spec_tasks.GRIDFS_MIN_BYTES == 1_048_576  # quick
+    assert spec_tasks.file_bytes(0.5, 1000) == 1000
+    assert spec_tasks.task_names("gridfs_download,gridfs_upload") == ["gridfs_upload",
+                                                                      "gridfs_download"]

@@ -45,8 +45,23 @@ def _sync_client(uri: str):
     return pymongo.MongoClient(uri, serverSelectionTimeoutMS=10000)
 
 
-def seed(client, task: Task, collection: str, doc: dict, count: int) -> None:
-    """Fill a read task's collection with a PyMongo sync client (the runner's, once per task)."""
+def drop_task_data(client, task: Task, name: str) -> None:
+    """Drop what a task wrote under ``name``: a collection, or a GridFS bucket's two."""
+    db = client[drivers.DB_NAME]
+    for coll in ((f"{name}.files", f"{name}.chunks") if task.gridfs else (name,)):
+        db.drop_collection(coll)
+
+
+def seed(client, task: Task, collection: str, doc: dict | bytes, count: int) -> None:
+    """Fill a read task's collection with a PyMongo sync client (the runner's, once per task); for
+    the GridFS download, a bucket holding the one file ``doc``."""
+    if task.gridfs:
+        import gridfs
+
+        drop_task_data(client, task, collection)
+        bucket = gridfs.GridFSBucket(client[drivers.DB_NAME], bucket_name=collection)
+        bucket.upload_from_stream(spec_tasks.GRIDFS_FILENAME, doc)
+        return
     coll = client[drivers.DB_NAME][collection]
     coll.drop()
     docs = spec_tasks.seed_docs(task, doc, count)
@@ -61,15 +76,36 @@ def count_docs(client, collection: str) -> int:
 class Workload:
     """One task's calls against one adapter; ``run(n)`` does n ops over the configured tasks."""
 
-    def __init__(self, adapter: drivers.Adapter, task: Task, doc: dict, concurrency: int,
+    def __init__(self, adapter: drivers.Adapter, task: Task, doc: dict | bytes, concurrency: int,
                  seed_count: int) -> None:
         self.adapter = adapter
         self.task = task
-        self.doc = doc
+        self.doc = doc  # the GridFS tasks' file data, as bytes
         self.concurrency = concurrency
         self.seed_count = seed_count
         self.misses = 0
         self.lat: list[float] = []
+        self.file_id = None
+
+    async def setup(self) -> None:
+        """Untimed, once: the download looks up its file's _id (the spec's "record the _id")."""
+        if self.task.op == "gridfs_download":
+            self.file_id = await self.adapter.gridfs_file_id(spec_tasks.GRIDFS_FILENAME)
+            if self.file_id is None:
+                raise RuntimeError(f"the bucket holds no file named {spec_tasks.GRIDFS_FILENAME!r}: "
+                                   "it was not seeded")
+
+    @property
+    def resets(self) -> bool:
+        return self.task.op in spec_tasks.RESET_OPS
+
+    async def reset(self) -> None:
+        """The spec's "before task" of a write task: an empty collection, or a bucket holding
+        only a 1-byte file."""
+        if self.task.op == "gridfs_upload":
+            await self.adapter.gridfs_reset()
+        else:
+            await self.adapter.reset()
 
     def before(self, n: int) -> list | None:
         """Untimed set-up of one phase: fresh copies to insert (drivers add _id to what they get)."""
@@ -82,6 +118,9 @@ class Workload:
     async def run(self, n: int, prepared: list | None) -> int:
         """The timed part: returns how many ops (documents, for multi-doc tasks) were done."""
         op = self.task.op
+        if op in spec_tasks.GRIDFS_OPS:
+            await self._files(n)
+            return n
         if op in spec_tasks.MULTI_DOC_OPS:
             # One call per task; n is documents per call.
             done = await asyncio.gather(*(self._multi(prepared[t] if prepared else None, n)
@@ -122,6 +161,27 @@ class Workload:
                 if not res or not res.get("ok"):
                     self.misses += 1
 
+    async def _files(self, n: int) -> None:
+        """n files, one after the other (concurrency is always 1 here)."""
+        pc, rec = time.perf_counter, self.lat.append
+        if self.task.op == "gridfs_upload":
+            fn, data = self.adapter.gridfs_upload, self.doc
+            for _ in range(n):
+                t0 = pc()
+                file_id = await fn(data)
+                rec(pc() - t0)
+                if file_id is None:
+                    self.misses += 1
+        else:
+            fn, file_id, want = self.adapter.gridfs_download, self.file_id, len(self.doc)
+            for _ in range(n):
+                t0 = pc()
+                data = await fn(file_id)
+                rec(pc() - t0)
+                if len(data) != want:
+                    self.misses += 1
+                del data  # discarded, as the spec says: never two downloads held at once
+
     async def _multi(self, docs: list | None, n: int) -> int:
         pc = time.perf_counter
         t0 = pc()
@@ -143,9 +203,11 @@ async def measure(args: argparse.Namespace, task: Task, doc: dict, collection: s
         # Connection setup and server discovery stay out of every phase.
         await adapter.ping()
         wl = Workload(adapter, task, doc, args.concurrency, args.seed_docs)
-        writes = task.op in spec_tasks.WRITE_OPS
-        warm_n = args.ops if task.multi_doc else args.warmup
-        for _ in range(args.warmup if task.multi_doc else 1):
+        await wl.setup()
+        # Multi-doc and GridFS tasks warm up with whole calls (iterations' worth), the rest with ops.
+        by_call = task.multi_doc or task.gridfs
+        warm_n = args.ops if by_call else args.warmup
+        for _ in range(args.warmup if by_call else 1):
             if warm_n:
                 await wl.run(warm_n, wl.before(warm_n))
         wl.lat.clear()
@@ -155,8 +217,8 @@ async def measure(args: argparse.Namespace, task: Task, doc: dict, collection: s
         cpu = user = sys_ = 0.0
         ops = 0
         for _ in range(args.iterations):
-            if writes:
-                await adapter.reset()  # the spec's "before task": every timed phase starts empty
+            if wl.resets:
+                await wl.reset()  # the spec's "before task": every timed phase starts empty
             prepared = wl.before(args.ops)
             gc.collect()  # no iteration pays for the garbage of the one before
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -179,12 +241,12 @@ async def measure(args: argparse.Namespace, task: Task, doc: dict, collection: s
     median = statistics.median(iter_s)
     per_op = spec_tasks.op_bytes(task, doc)
     iter_bytes = per_op * args.ops * (args.concurrency if task.multi_doc else 1)
-    return {
+    out = {
         "ops": ops,
-        "warmup_ops": warm_n * (args.warmup if task.multi_doc else 1),
+        "warmup_ops": warm_n * (args.warmup if by_call else 1),
         "iterations": args.iterations,
         "ops_per_iteration": args.ops,
-        "unit": "doc" if task.multi_doc else "op",
+        "unit": task.unit,
         "op_bytes": per_op,
         "iteration_bytes": iter_bytes,
         "iteration_s": iter_s,
@@ -206,6 +268,9 @@ async def measure(args: argparse.Namespace, task: Task, doc: dict, collection: s
         "python_threads": threads,
         "max_rss_kb": max_rss,
     }
+    if task.gridfs:
+        out["file_bytes"] = len(doc)
+    return out
 
 
 def _run_loop(coro, loop_name: str):
@@ -225,11 +290,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--ops", type=int, default=2000,
                    help="ops per timed iteration, all tasks together (documents per call for "
-                        "find_many/bulk_insert); raised to --concurrency")
+                        "find_many/bulk_insert, files for GridFS); raised to --concurrency")
     p.add_argument("--iterations", type=int, default=1, help="timed iterations (score: median)")
     p.add_argument("--warmup", type=int, default=None,
-                   help="warm-up ops (default max(ops/10, concurrency)); for find_many and "
-                        "bulk_insert, warm-up calls (default 1)")
+                   help="warm-up ops (default max(ops/10, concurrency)); for find_many, "
+                        "bulk_insert and GridFS, warm-up calls (default 1)")
     p.add_argument("--uri", default=os.environ.get("MONGODB_URI"))
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     p.add_argument("--pool-size", type=int, default=100)
@@ -237,15 +302,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="docs a read task's collection holds (default: --ops)")
     p.add_argument("--no-seed", action="store_true",
                    help="the read collection is already seeded (the runner seeds once per task)")
-    p.add_argument("--data-dir", default=None, help="folder with tweet/small_doc/large_doc.json")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with tweet/small_doc/large_doc.json and gridfs_large.bin")
+    p.add_argument("--file-bytes", type=int, default=None,
+                   help="GridFS tasks: move the first N bytes of gridfs_large.bin (default: all)")
     p.add_argument("--collection", default=None)
     args = p.parse_args(argv)
     task = TASKS[args.task]
+    if task.gridfs and args.concurrency != 1:
+        p.error("GridFS tasks move one file at a time: --concurrency must be 1")
     if not task.multi_doc:
         # Every task runs at least one op, so "concurrency C" really means C requests in flight.
         args.ops = max(args.ops, args.concurrency)
     if args.warmup is None:
-        args.warmup = 1 if task.multi_doc else max(args.ops // 10, args.concurrency)
+        args.warmup = 1 if task.multi_doc or task.gridfs else max(args.ops // 10, args.concurrency)
     if args.seed_docs is None:
         args.seed_docs = args.ops
     if not args.probe and not args.uri:
@@ -254,6 +324,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--concurrency, --ops, --iterations and --seed-docs must be >= 1")
     if args.warmup < 0:
         p.error("--warmup must be >= 0")
+    if args.file_bytes is not None and args.file_bytes < 1:
+        p.error("--file-bytes must be >= 1")
     return args
 
 
@@ -280,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     out["collection"] = collection
     try:
         folder = Path(args.data_dir) if args.data_dir else None
-        doc = spec_tasks.load_doc(task.dataset, folder) if task.op != "command" else {}
+        doc = spec_tasks.load_data(task, folder, args.file_bytes)
         if task.seeded and not args.no_seed:
             with _sync_client(args.uri) as c:
                 seed(c, task, collection, doc, args.seed_docs)
