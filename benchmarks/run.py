@@ -261,9 +261,11 @@ def start_server(name: str):
         # The oplog is pruned only past its cap (default 100k entries), so with the default the
         # drivers run last would pay pruning costs the first ones did not: a small cap makes every
         # driver's inserts pay the same amortised pruning.
-        srv = SecantusServer(extra_args=["--oplog-max-entries", "5000"]).start()
+        # A cache big enough for the GridFS tasks' 50 MB files (the default 1 GB in-memory cache
+        # fills up over a run and the server answers InternalError to every driver after).
+        srv = SecantusServer(extra_args=["--oplog-max-entries", "5000", "--cache-size", "6G"]).start()
         return srv, srv.uri, (f"SecantusDB {importlib.metadata.version('SecantusDB')} (secantusd-py "
-                              "--storage-path :memory: --oplog-max-entries 5000, own process)")
+                              "--storage-path :memory: --oplog-max-entries 5000 --cache-size 6G, own process)")
     from benchmarks import native
 
     srv = native.BenchServer().start()
