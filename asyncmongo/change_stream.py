@@ -31,6 +31,7 @@ from pymongo.errors import (
 from asyncmongo import _core
 from asyncmongo._execute import execute
 from asyncmongo.client_session import check_session, run_in_session
+from asyncmongo.cursor import getmore_command, run_getmore
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
@@ -88,25 +89,10 @@ class _StreamCursor:
         return bool(self.data) or not self._killed
 
     async def _get_more(self) -> None:
-        cmd: dict[str, Any] = {"getMore": Int64(self._id), "collection": self._coll_name}
-        if self._batch_size:
-            cmd["batchSize"] = self._batch_size
-        if self._max_await_time_ms is not None:
-            cmd["maxTimeMS"] = self._max_await_time_ms
-        if self._comment is not None:
-            cmd["comment"] = self._comment
-        core = self._core
-        if self._user_session is not None:
-            result = await run_in_session(
-                core, self._user_session, _core.OP_READ, _core.RES_STREAM, self._db_name, None,
-                _encode(cmd), None, self._codec_options, 0, self.server_id,
-            )
-        else:
-            result = await execute(
-                core,
-                core.submit(_core.OP_READ, _core.RES_STREAM, self._db_name, None, _encode(cmd),
-                            None, self._codec_options, 0, self.server_id, self._capsule),
-            )
+        cmd = getmore_command(self._id, self._coll_name, self._batch_size, self._max_await_time_ms,
+                              self._comment)
+        result = await run_getmore(self._core, self._user_session, self._capsule, _core.RES_STREAM,
+                                   self._db_name, cmd, self._codec_options, self.server_id)
         cursor_id, _ns, docs, _sid, _capsule, meta = result
         if "postBatchResumeToken" in meta:
             self.post_batch_resume_token = meta["postBatchResumeToken"]

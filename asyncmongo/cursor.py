@@ -89,26 +89,13 @@ class AsyncCommandCursor:
 
     async def _get_more(self) -> None:
         """One job: the next batch from the cursor's server, decoded in one call."""
-        cmd: dict[str, Any] = {"getMore": Int64(self._id), "collection": self._coll_name}
-        if self._batch_size:
-            cmd["batchSize"] = self._batch_size
-        if self._max_await_time_ms is not None:
-            cmd["maxTimeMS"] = self._max_await_time_ms
-        if self._comment is not None:
-            cmd["comment"] = self._comment
-        core = self._core
+        cmd = getmore_command(self._id, self._coll_name, self._batch_size, self._max_await_time_ms,
+                              self._comment)
         # A failed or cancelled fetch changes nothing here: the cursor stays closable.
-        if self._user_session is not None:
-            cursor_id, _ns, docs, _sid, _ = await run_in_session(
-                core, self._user_session, _core.OP_READ, _core.RES_CURSOR, self._db_name, None,
-                _encode(cmd), None, self._codec_options, 0, self._server_id,
-            )
-        else:
-            cursor_id, _ns, docs, _sid, _ = await execute(
-                core,
-                core.submit(_core.OP_READ, _core.RES_CURSOR, self._db_name, None, _encode(cmd), None,
-                            self._codec_options, 0, self._server_id, self._session),
-            )
+        cursor_id, _ns, docs, _sid, _ = await run_getmore(
+            self._core, self._user_session, self._session, _core.RES_CURSOR, self._db_name, cmd,
+            self._codec_options, self._server_id,
+        )
         self._id = cursor_id
         if cursor_id == 0:
             self._killed = True
@@ -200,6 +187,33 @@ class AsyncCommandCursor:
             self._kill_request()
         except Exception:
             pass  # no running loop or a closed client: the server times the cursor out
+
+
+def getmore_command(cursor_id: int, coll_name: str, batch_size: int | None,
+                    max_time_ms: int | None, comment: Any) -> bytes:
+    """A getMore, with PyMongo's optional fields."""
+    cmd: dict[str, Any] = {"getMore": Int64(cursor_id), "collection": coll_name}
+    if batch_size:
+        cmd["batchSize"] = batch_size
+    if max_time_ms is not None:
+        cmd["maxTimeMS"] = max_time_ms
+    if comment is not None:
+        cmd["comment"] = comment
+    return _encode(cmd)
+
+
+async def run_getmore(core: Any, user_session: Any, capsule: Any, result_kind: int, db_name: str,
+                      cmd: bytes, codec_options: CodecOptions, server_id: int) -> Any:
+    """One getMore job on the cursor's server: in the user's explicit session if the cursor was
+    opened in one, else in the cursor's own session (``capsule``)."""
+    if user_session is not None:
+        return await run_in_session(core, user_session, _core.OP_READ, result_kind, db_name, None,
+                                    cmd, None, codec_options, 0, server_id)
+    return await execute(
+        core,
+        core.submit(_core.OP_READ, result_kind, db_name, None, cmd, None, codec_options, 0,
+                    server_id, capsule),
+    )
 
 
 async def run_cursor_command(

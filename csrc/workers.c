@@ -142,17 +142,37 @@ worker_main_nogil(void *arg)
     return NULL;
 }
 
+/* A detached thread running fn(pool) on a stack of `stack` bytes; pthread_create's result. */
 static int
-pool_spawn(AmongoPool *pool)
+start_detached(void *(*fn)(void *), AmongoPool *pool, size_t stack)
 {
     pthread_attr_t attr;
     pthread_t tid;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    /* libmongoc's deepest stacks (SCRAM, TLS) stay far below 256 KiB; 8 MiB per idle thread is waste. */
-    pthread_attr_setstacksize(&attr, 512 * 1024);
-    int rc = pthread_create(&tid, &attr, worker_main_nogil, pool);
+    pthread_attr_setstacksize(&attr, stack);
+    int rc = pthread_create(&tid, &attr, fn, pool);
     pthread_attr_destroy(&attr);
+    return rc;
+}
+
+/* The absolute CLOCK_REALTIME time `us` microseconds from now (condition variables' clock). */
+static struct timespec
+deadline_in(int64_t us)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    int64_t ns = deadline.tv_nsec + us * 1000;
+    deadline.tv_sec += ns / 1000000000;
+    deadline.tv_nsec = ns % 1000000000;
+    return deadline;
+}
+
+static int
+pool_spawn(AmongoPool *pool)
+{
+    /* libmongoc's deepest stacks (SCRAM, TLS) stay far below 256 KiB; 8 MiB per idle thread is waste. */
+    int rc = start_detached(worker_main_nogil, pool, 512 * 1024);
     if (rc == 0) {
         atomic_fetch_add(&amongo_counters.workers_live, 1);
         atomic_fetch_add(&amongo_counters.workers_started, 1);
@@ -171,9 +191,7 @@ spawner_main_nogil(void *arg)
     pthread_mutex_lock(&pool->mu);
     while (!pool->stopping) {
         if (!pool->armed) {
-            struct timespec deadline;
-            clock_gettime(CLOCK_REALTIME, &deadline);
-            deadline.tv_sec += AMONGO_IDLE_SECONDS;
+            struct timespec deadline = deadline_in((int64_t)AMONGO_IDLE_SECONDS * 1000000);
             if (pthread_cond_timedwait(&pool->spawn_cv, &pool->mu, &deadline) == ETIMEDOUT &&
                 !pool->armed)
                 break;
@@ -192,11 +210,7 @@ spawner_main_nogil(void *arg)
             due = pool->last_spawn_us + AMONGO_SPAWN_DELAY_US;
         int64_t wait_us = due - bson_get_monotonic_time();
         if (wait_us > 0) {
-            struct timespec deadline;
-            clock_gettime(CLOCK_REALTIME, &deadline);
-            int64_t ns = deadline.tv_nsec + wait_us * 1000;
-            deadline.tv_sec += ns / 1000000000;
-            deadline.tv_nsec = ns % 1000000000;
+            struct timespec deadline = deadline_in(wait_us);
             pthread_cond_timedwait(&pool->spawn_cv, &pool->mu, &deadline);
             continue;
         }
@@ -206,11 +220,7 @@ spawner_main_nogil(void *arg)
          * done means slow operations, and more threads is the answer. */
         int64_t now = bson_get_monotonic_time();
         if (now < pool->hold_until_us) {
-            struct timespec deadline;
-            clock_gettime(CLOCK_REALTIME, &deadline);
-            int64_t ns = deadline.tv_nsec + (pool->hold_until_us - now) * 1000;
-            deadline.tv_sec += ns / 1000000000;
-            deadline.tv_nsec = ns % 1000000000;
+            struct timespec deadline = deadline_in(pool->hold_until_us - now);
             pthread_cond_timedwait(&pool->spawn_cv, &pool->mu, &deadline);
             continue;
         }
@@ -258,14 +268,7 @@ spawner_main_nogil(void *arg)
 static int
 spawner_start(AmongoPool *pool)
 {
-    pthread_attr_t attr;
-    pthread_t tid;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 64 * 1024);
-    int rc = pthread_create(&tid, &attr, spawner_main_nogil, pool);
-    pthread_attr_destroy(&attr);
-    return rc;
+    return start_detached(spawner_main_nogil, pool, 64 * 1024);
 }
 
 /* Called on the loop thread with the GIL held; the mutex is only ever held briefly by threads that
