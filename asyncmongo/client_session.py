@@ -15,7 +15,6 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
 
 import bson
-from bson.timestamp import Timestamp
 from pymongo.client_session import SessionOptions, TransactionOptions
 from pymongo.errors import (
     ConnectionFailure,
@@ -365,16 +364,6 @@ class AsyncClientSession:
                         break
                     raise
                 return result
-
-    # ---- cluster and operation time (informational) ----------------------------------------
-
-    @property
-    def cluster_time(self) -> Mapping[str, Any] | None:
-        return None
-
-    @property
-    def operation_time(self) -> Timestamp | None:
-        return None
 
 
 async def run_in_session(core: Any, session: AsyncClientSession | None, op: int, kind: int, db: str,

@@ -386,7 +386,7 @@ class TornadoClientSession(_Wrapper):
         "with_transaction",
     )
     _properties = (
-        "client", "cluster_time", "has_ended", "in_transaction", "operation_time", "options",
+        "client", "has_ended", "in_transaction", "options",
     )
 
     def with_transaction(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
