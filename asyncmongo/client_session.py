@@ -96,6 +96,9 @@ class AsyncClientSession:
         self._busy = False
         self._state = _TxnState.NONE
         self._txn_opts: TransactionOptions | None = None
+        # The abort a cancelled operation left (a core future): the next job of the session waits
+        # for it, so it cannot run first on another worker.
+        self._pending: Any = None
 
     # ---- PyMongo's properties --------------------------------------------------------------
 
@@ -136,7 +139,14 @@ class AsyncClientSession:
         capsule, self._capsule = self._capsule, None
         core = self._client._core
         if capsule is not None and core is not None and not core.closed:
+            await self._settle()
             await self._session_job(core, capsule, "end")
+
+    async def _settle(self) -> None:
+        """Wait for the abort a cancelled operation left, if any (it never raises)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending
 
     def _check_ended(self) -> None:
         if self._ended:
@@ -191,6 +201,7 @@ class AsyncClientSession:
             )
         self._busy = True
         try:
+            await self._settle()
             capsule = await self._ensure_started()
             if self._state == _TxnState.STARTING:
                 self._state = _TxnState.IN_PROGRESS
@@ -212,8 +223,10 @@ class AsyncClientSession:
         self._state = _TxnState.ABORTED
         if core.closed:
             return
-        core.submit(_core.OP_SESSION, _core.RES_NONE, "admin", None,
-                    bson.encode({"do": "abort", "opts": {}}), None, None, _core.FLAG_QUIET, 0, capsule)
+        self._pending = core.submit(
+            _core.OP_SESSION, _core.RES_NONE, "admin", None, bson.encode({"do": "abort", "opts": {}}),
+            None, None, _core.FLAG_QUIET, 0, capsule,
+        )
 
     # ---- transactions ----------------------------------------------------------------------
 
@@ -251,6 +264,7 @@ class AsyncClientSession:
             raise InvalidOperation("this session is in use by another operation")
         self._busy = True
         try:
+            await self._settle()
             capsule = await self._ensure_started()
             await self._session_job(self._client._core, capsule, "startTransaction",
                                     _encode_txn_opts(opts))
@@ -313,6 +327,7 @@ class AsyncClientSession:
             raise InvalidOperation("this session is in use by another operation")
         self._busy = True
         try:
+            await self._settle()
             return await self._session_job(self._client._core, self._capsule, action)
         finally:
             self._busy = False
