@@ -208,25 +208,48 @@ class AsyncClientSession:
             elif self._state in (_TxnState.COMMITTED, _TxnState.COMMITTED_EMPTY, _TxnState.ABORTED):
                 self._state = _TxnState.NONE  # the next operation runs outside the transaction
             future = core.submit(op, kind, db, coll, cmd, opts, codec, flags, server_id, capsule)
+            if not self.in_transaction:
+                try:
+                    return await future
+                except asyncio.CancelledError:
+                    core.cancel(future)
+                    raise
+            # Inside a transaction the job is left to finish (shielded) and the abort goes after
+            # it: so the abort cannot run first, and the operation never runs outside the
+            # transaction.
             try:
-                return await future
+                return await asyncio.shield(future)
             except asyncio.CancelledError:
-                core.cancel(future)
-                if self.in_transaction:
-                    self._abort_quietly(core, capsule)
+                self._abort_after(core, capsule, future)
                 raise
         finally:
             self._busy = False
 
-    def _abort_quietly(self, core: Any, capsule: Any) -> None:
-        """Abort after a cancelled operation: queued behind it on the session, never awaited."""
+    def _abort_after(self, core: Any, capsule: Any, job: "asyncio.Future[Any]") -> None:
+        """Abort the transaction once ``job`` (a cancelled operation's) is done; the session's next
+        job waits for the abort (``_settle``)."""
         self._state = _TxnState.ABORTED
-        if core.closed:
-            return
-        self._pending = core.submit(
-            _core.OP_SESSION, _core.RES_NONE, "admin", None, bson.encode({"do": "abort", "opts": {}}),
-            None, None, _core.FLAG_QUIET, 0, capsule,
-        )
+        done = job.get_loop().create_future()
+        self._pending = done
+
+        def aborted(_: Any) -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def job_done(f: "asyncio.Future[Any]") -> None:
+            if not f.cancelled():
+                f.exception()  # retrieved: the caller was cancelled and will not read it
+            try:
+                abort = core.submit(
+                    _core.OP_SESSION, _core.RES_NONE, "admin", None,
+                    bson.encode({"do": "abort", "opts": {}}), None, None, _core.FLAG_QUIET, 0, capsule,
+                )
+            except InvalidOperation:  # the client closed meanwhile: its close ends the session
+                aborted(None)
+            else:
+                abort.add_done_callback(aborted)
+
+        job.add_done_callback(job_done)
 
     # ---- transactions ----------------------------------------------------------------------
 
