@@ -302,7 +302,11 @@ class AsyncMongoClient:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    def __del__(self) -> None:
+    def __del__(self, _exiting: Any = _core.exiting) -> None:
+        # Nothing at interpreter exit: warnings and loops may be half torn down by then (the
+        # default argument keeps the check reachable when module globals are cleared).
+        if _exiting():
+            return
         core = getattr(self, "_core", None)
         if core is not None and not self._closed and not core.closed:
             warnings.warn(

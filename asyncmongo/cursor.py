@@ -179,9 +179,10 @@ class AsyncCommandCursor:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    def __del__(self) -> None:
-        # Collected unfinished: kill it on the server, if a loop is running to carry the request.
-        if getattr(self, "_killed", True):
+    def __del__(self, _exiting: Any = _core.exiting) -> None:
+        # Collected unfinished: kill it on the server, if a loop is running to carry the request
+        # (not at interpreter exit: the server times the cursor out).
+        if getattr(self, "_killed", True) or _exiting():
             return
         try:
             self._kill_request()

@@ -175,6 +175,7 @@ extern atomic_int amongo_finalizing;       /* set at interpreter exit: workers s
 
 /* module.c */
 AmongoState *amongo_state_from_type(PyTypeObject *tp); /* BORROWED */
+bool amongo_exiting(void); /* the interpreter is finalizing: no Python-level work in teardown */
 PyObject *amongo_module_debug_counters(void);         /* NEW */
 
 /* apm.c */
@@ -213,11 +214,14 @@ AmongoCursorSession *amongo_session_from_capsule(PyObject *capsule); /* BORROWED
 /* completion.c */
 int amongo_queue_init_type(PyObject *module, AmongoState *st);
 AmongoQueue *amongo_queue_get(AmongoState *st, PyObject *queues, int mode); /* BORROWED */
-void amongo_queue_push_nogil(AmongoQueue *q, AmongoJob *job);
+void amongo_queue_push_from_worker(AmongoQueue *q, AmongoJob *job); /* takes the GIL in threadsafe mode */
+void amongo_queue_push(AmongoQueue *q, AmongoJob *job);             /* GIL held */
+void amongo_finalize_begin(void); /* GIL held, at exit: workers stop taking the GIL */
 PyObject *amongo_queue_create_future(AmongoQueue *q);  /* NEW */
 void amongo_queue_retain(AmongoQueue *q);   /* loop thread: a job takes a reference */
 void amongo_queue_release(AmongoQueue *q);  /* loop thread: the job drops it */
 int amongo_queues_sweep(PyObject *queues, bool all); /* drop queues of closed loops (or all) */
+void amongo_queues_forget(PyObject *queues); /* a client's finalizer: drop them all, never raises */
 
 /* client.c */
 int amongo_client_init_type(PyObject *module, AmongoState *st);

@@ -45,7 +45,7 @@ client_check_usable(AmongoClient *self)
                         "threads belong to the parent process; create a new client in the child");
         return -1;
     }
-    if (self->state != CLIENT_OPEN) {
+    if (self->state != CLIENT_OPEN || !self->queues) {
         PyErr_SetString(st->exc_InvalidOperation, "Cannot use AsyncMongoClient after close");
         return -1;
     }
@@ -260,7 +260,7 @@ client_fail_queued(AmongoJob *job)
         job->ok = false;
         bson_set_error(&job->error, AMONGO_ERROR_DOMAIN_CLOSED, 1,
                        "Cannot use AsyncMongoClient after close");
-        amongo_queue_push_nogil(job->queue, job);
+        amongo_queue_push(job->queue, job);
         job = next;
     }
 }
@@ -437,24 +437,54 @@ client_clear(AmongoClient *self)
     return 0;
 }
 
-/* No job refers to the client here (each holds a reference), so the workers are idle or gone. */
+/* C only: stop taking jobs, fail the queued ones, and let a detached thread destroy libmongoc's
+ * pool once the last worker and session are gone. Safe to call more than once. */
+static void
+client_release_pool(AmongoClient *self)
+{
+    if (!self->pool)
+        return;
+    if (client_forked(self)) {
+        /* The parent's threads do not exist here; its pool must not be touched. Leak it. */
+        self->pool = NULL;
+        self->mpool = NULL;
+        return;
+    }
+    bool unused;
+    AmongoJob *queued = amongo_pool_stop(self->pool, NULL, &unused);
+    client_fail_queued(queued);
+    client_destroy_pool(self);
+}
+
+/* PEP 442 finalizer: called once, on a live object, before the collector clears anything of a
+ * cycle the client is in, so the loops its queues name are still whole. It does the Python-level
+ * part of the teardown (taking the queues' readers off their loops); at interpreter exit it does
+ * none, since loops and modules may be half torn down by then. It never raises and never hands
+ * the client to Python (an unraisable hook may keep what it is given). */
+static void
+client_finalize(AmongoClient *self)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    client_release_pool(self);
+    if (self->queues)
+        amongo_queues_forget(self->queues);
+    self->state = CLIENT_CLOSED;
+    PyErr_Restore(type, value, tb);
+}
+
+/* No job refers to the client here (each holds a reference), so the workers are idle or gone.
+ * The finalizer did the Python-level work; what is left is C. */
 static void
 client_dealloc(AmongoClient *self)
 {
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
+        return; /* resurrected by the finalizer */
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
-    if (self->pool && !client_forked(self)) {
-        bool unused;
-        AmongoJob *queued = amongo_pool_stop(self->pool, NULL, &unused);
-        client_fail_queued(queued);
-        client_destroy_pool(self);
-    }
-    if (self->queues) {
-        if (amongo_queues_sweep(self->queues, true) < 0)
-            PyErr_WriteUnraisable((PyObject *)self);
-    }
+    client_release_pool(self); /* a client resurrected and used again after its finalizer */
     client_clear(self);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -485,6 +515,7 @@ static PyMemberDef client_members[] = {
 static PyType_Slot client_slots[] = {
     {Py_tp_new, client_new},
     {Py_tp_dealloc, client_dealloc},
+    {Py_tp_finalize, client_finalize},
     {Py_tp_traverse, client_traverse},
     {Py_tp_clear, client_clear},
     {Py_tp_methods, client_methods},

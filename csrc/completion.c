@@ -7,6 +7,7 @@
 
 #include <structmember.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 
@@ -28,6 +29,9 @@ struct AmongoQueue {
 };
 
 static void queue_unwatch(AmongoQueue *q);
+static void queue_unwatch_reader(AmongoQueue *q);
+static void queue_discard_list(AmongoQueue *q, AmongoJob *job);
+static int queue_loop_closed(AmongoQueue *q);
 
 /* ---- worker side ------------------------------------------------------------------------- */
 
@@ -42,50 +46,107 @@ queue_append_locked(AmongoQueue *q, AmongoJob *job)
     q->tail = job;
 }
 
-/* Runs on a worker (no GIL) in eventfd mode; in threadsafe mode it takes the GIL first, so that the
- * queue cannot be drained (and freed) between the append and the call_soon_threadsafe. */
-void
-amongo_queue_push_nogil(AmongoQueue *q, AmongoJob *job)
+/* Eventfd mode, any thread, GIL not needed: append and wake the loop if no wake-up is pending.
+ * The eventfd is written under the mutex: once it is released the drain may free the queue. A
+ * failed write can only mean the counter is full, i.e. a wake-up is pending anyway. */
+static void
+queue_push_eventfd_nogil(AmongoQueue *q, AmongoJob *job)
 {
-    if (q->mode == AMONGO_WAKE_EVENTFD) {
-        pthread_mutex_lock(&q->mu);
-        queue_append_locked(q, job);
-        if (!q->wake_pending) {
-            q->wake_pending = true;
-            /* Written under the mutex: once it is released the drain may free the queue. A failed
-             * write can only mean the counter is full, i.e. a wake-up is pending anyway. */
-            uint64_t one = 1;
-            ssize_t n = write(q->efd, &one, sizeof one);
-            (void)n;
-            atomic_fetch_add_explicit(&amongo_counters.wakeups, 1, memory_order_relaxed);
-        }
-        pthread_mutex_unlock(&q->mu);
-        return;
+    pthread_mutex_lock(&q->mu);
+    queue_append_locked(q, job);
+    if (!q->wake_pending) {
+        q->wake_pending = true;
+        uint64_t one = 1;
+        ssize_t n = write(q->efd, &one, sizeof one);
+        (void)n;
+        atomic_fetch_add_explicit(&amongo_counters.wakeups, 1, memory_order_relaxed);
     }
+    pthread_mutex_unlock(&q->mu);
+}
 
-    if (atomic_load(&amongo_finalizing)) {
-        /* The interpreter is going away: taking the GIL could kill this thread. Park the job. */
-        pthread_mutex_lock(&q->mu);
-        queue_append_locked(q, job);
-        pthread_mutex_unlock(&q->mu);
-        return;
-    }
-    PyGILState_STATE g = PyGILState_Ensure();
+/* Park a job without waking anybody (the interpreter is exiting: nobody will drain it). */
+static void
+queue_park_nogil(AmongoQueue *q, AmongoJob *job)
+{
+    pthread_mutex_lock(&q->mu);
+    queue_append_locked(q, job);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* GIL held. Threadsafe mode: append, and schedule one drain with loop.call_soon_threadsafe if
+ * none is pending. The GIL is held across both so that the queue cannot be drained (and freed)
+ * between the append and the call. */
+static void
+queue_push_threadsafe_gil(AmongoQueue *q, AmongoJob *job)
+{
     pthread_mutex_lock(&q->mu);
     queue_append_locked(q, job);
     bool wake = !q->wake_pending;
     q->wake_pending = true;
     pthread_mutex_unlock(&q->mu);
-    if (wake) {
-        atomic_fetch_add_explicit(&amongo_counters.wakeups, 1, memory_order_relaxed);
-        PyObject *r = q->drain ? PyObject_CallOneArg(q->call_soon_threadsafe, q->drain) : NULL;
-        if (!r) {
-            /* The loop is closed: its jobs wait in the queue until a sweep or close discards them. */
-            PyErr_Clear();
-        }
-        Py_XDECREF(r);
+    if (!wake)
+        return;
+    atomic_fetch_add_explicit(&amongo_counters.wakeups, 1, memory_order_relaxed);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *r = q->drain && q->call_soon_threadsafe
+                      ? PyObject_CallOneArg(q->call_soon_threadsafe, q->drain)
+                      : NULL;
+    if (!r) {
+        /* The loop is closed: its jobs wait in the queue until a sweep or close discards them. */
+        PyErr_Clear();
     }
-    PyGILState_Release(g);
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+}
+
+/* Workers that are taking, or about to take, the GIL for a threadsafe wake-up. The interpreter
+ * exit handshake (amongo_finalize_begin) waits for them to leave before the interpreter goes. */
+static atomic_int gil_takers;
+
+void
+amongo_queue_push_from_worker(AmongoQueue *q, AmongoJob *job)
+{
+    if (q->mode == AMONGO_WAKE_EVENTFD) {
+        queue_push_eventfd_nogil(q, job);
+        return;
+    }
+    /* Announce first, then look at the flag; the exit handshake sets the flag, then looks at the
+     * count (both sequentially consistent): either we see the flag, or it sees us and waits. */
+    atomic_fetch_add(&gil_takers, 1);
+    if (atomic_load(&amongo_finalizing)) {
+        queue_park_nogil(q, job);
+    } else {
+        PyGILState_STATE g = PyGILState_Ensure();
+        queue_push_threadsafe_gil(q, job);
+        PyGILState_Release(g);
+    }
+    atomic_fetch_sub(&gil_takers, 1);
+}
+
+void
+amongo_queue_push(AmongoQueue *q, AmongoJob *job)
+{
+    if (q->mode == AMONGO_WAKE_EVENTFD)
+        queue_push_eventfd_nogil(q, job);
+    else if (amongo_exiting())
+        queue_park_nogil(q, job);
+    else
+        queue_push_threadsafe_gil(q, job);
+}
+
+/* GIL held, at interpreter exit: from now on workers park their completions instead of taking
+ * the GIL; wait (GIL released, bounded) for those already on their way to it. */
+void
+amongo_finalize_begin(void)
+{
+    atomic_store(&amongo_finalizing, 1);
+    for (int i = 0; i < 2000 && atomic_load(&gil_takers) > 0; i++) {
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+        Py_END_ALLOW_THREADS
+    }
 }
 
 /* ---- loop side --------------------------------------------------------------------------- */
@@ -105,6 +166,11 @@ queue_drain(AmongoQueue *q, PyObject *Py_UNUSED(ignored))
     q->wake_pending = false;
     pthread_mutex_unlock(&q->mu);
     atomic_fetch_add_explicit(&amongo_counters.drains, 1, memory_order_relaxed);
+    if (!st || !st->str_done) {
+        /* The module was torn down (interpreter exit): nobody can use a result any more. */
+        queue_discard_list(q, job);
+        Py_RETURN_NONE;
+    }
 
     /* Keep the queue alive while its last jobs drop their references to it. */
     Py_INCREF(q);
@@ -121,14 +187,10 @@ queue_drain(AmongoQueue *q, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* Drop every queued completion without resolving (the loop is closed, nobody can await them). */
+/* Drop completions without resolving them (nobody can await them). */
 static void
-queue_discard_all(AmongoQueue *q)
+queue_discard_list(AmongoQueue *q, AmongoJob *job)
 {
-    pthread_mutex_lock(&q->mu);
-    AmongoJob *job = q->head;
-    q->head = q->tail = NULL;
-    pthread_mutex_unlock(&q->mu);
     Py_INCREF(q);
     while (job) {
         AmongoJob *next = job->next;
@@ -137,6 +199,17 @@ queue_discard_all(AmongoQueue *q)
         job = next;
     }
     Py_DECREF(q);
+}
+
+/* Drop every queued completion (the loop is closed). */
+static void
+queue_discard_all(AmongoQueue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    AmongoJob *job = q->head;
+    q->head = q->tail = NULL;
+    pthread_mutex_unlock(&q->mu);
+    queue_discard_list(q, job);
 }
 
 PyObject *
@@ -204,15 +277,25 @@ queue_unwatch(AmongoQueue *q)
     if (!q->reader_added)
         return;
     q->reader_added = false;
-    PyObject *closed = PyObject_CallMethod(q->loop, "is_closed", NULL);
-    int is_closed = closed ? PyObject_IsTrue(closed) : 1;
-    Py_XDECREF(closed);
-    PyErr_Clear();
-    if (is_closed)
+    if (amongo_exiting())
+        return; /* loops and modules may be half torn down: the process is going anyway */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    queue_unwatch_reader(q);
+    PyErr_Restore(type, value, tb);
+}
+
+/* Take the eventfd reader off the loop: from its own thread, or by call_soon_threadsafe. Errors
+ * are cleared: a loop that closed meanwhile dropped its readers anyway. */
+static void
+queue_unwatch_reader(AmongoQueue *q)
+{
+    if (queue_loop_closed(q) != 0)
         return; /* a closed selector dropped its readers already */
     /* A loop may only be touched from its own thread (uvloop is not thread-safe): ask another
      * thread's loop to do it. The fd stays open meanwhile: the reader's handle keeps us alive. */
-    PyObject *running = PyObject_CallMethod(PyImport_AddModule("asyncio"), "_get_running_loop", NULL);
+    AmongoState *st = amongo_state_from_type(Py_TYPE(q));
+    PyObject *running = st && st->get_running_loop ? PyObject_CallNoArgs(st->get_running_loop) : NULL;
     bool own_loop = running == q->loop;
     Py_XDECREF(running);
     PyErr_Clear();
@@ -277,8 +360,24 @@ amongo_queue_get(AmongoState *st, PyObject *queues, int mode)
     return q;
 }
 
+/* 1 if the queue's loop is closed, 0 if not, -1 if it cannot tell (a loop half torn down by the
+ * collector): the error is cleared, the caller decides. */
+static int
+queue_loop_closed(AmongoQueue *q)
+{
+    if (!q->loop)
+        return -1;
+    PyObject *r = PyObject_CallMethod(q->loop, "is_closed", NULL);
+    int closed = r ? PyObject_IsTrue(r) : -1;
+    Py_XDECREF(r);
+    if (closed < 0)
+        PyErr_Clear();
+    return closed;
+}
+
 /* Forget queues whose loop is closed (all of them when `all`), discarding their parked completions.
- * Returns the number of queues removed, -1 on error. */
+ * A loop that cannot say whether it is closed is left alone unless `all`. Returns the number of
+ * queues removed, or -1 with an exception (out of memory only). */
 int
 amongo_queues_sweep(PyObject *queues, bool all)
 {
@@ -290,22 +389,16 @@ amongo_queues_sweep(PyObject *queues, bool all)
         PyObject *pair = PyList_GET_ITEM(items, i);
         PyObject *loop = PyTuple_GET_ITEM(pair, 0);
         AmongoQueue *q = (AmongoQueue *)PyTuple_GET_ITEM(pair, 1);
-        PyObject *r = PyObject_CallMethod(loop, "is_closed", NULL);
-        int closed = r ? PyObject_IsTrue(r) : -1;
-        Py_XDECREF(r);
-        if (closed < 0) {
-            Py_DECREF(items);
-            return -1;
-        }
-        if (closed)
+        int closed = queue_loop_closed(q);
+        if (closed == 1)
             queue_discard_all(q); /* nobody can ever drain them */
         else if (!all)
             continue;
         if (q->jobs > 0) {
-            if (closed)
+            if (closed == 1)
                 continue; /* still running somewhere: a later sweep (destroy()) discards them */
             q->detached = true; /* its loop drains the rest; the last drain unwatches it */
-        } else {
+        } else if (closed == 0) {
             queue_unwatch(q);
         }
         if (PyDict_DelItem(queues, loop) < 0) {
@@ -316,6 +409,17 @@ amongo_queues_sweep(PyObject *queues, bool all)
     }
     Py_DECREF(items);
     return removed;
+}
+
+/* A client's last word on its queues (its finalizer): never raises. Readers are taken off loops
+ * that still run, except at interpreter exit, when no Python-level work is done at all. A queue
+ * with jobs in flight outlives the dict: each job holds it. */
+void
+amongo_queues_forget(PyObject *queues)
+{
+    if (!amongo_exiting() && amongo_queues_sweep(queues, true) < 0)
+        PyErr_Clear();
+    PyDict_Clear(queues);
 }
 
 static int

@@ -29,6 +29,16 @@ amongo_state_from_type(PyTypeObject *tp)
     return (AmongoState *)PyType_GetModuleState(tp);
 }
 
+bool
+amongo_exiting(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return atomic_load(&amongo_finalizing) || Py_IsFinalizing();
+#else
+    return atomic_load(&amongo_finalizing) || _Py_IsFinalizing();
+#endif
+}
+
 static AmongoState *
 module_state(PyObject *m)
 {
@@ -56,8 +66,15 @@ static PyObject *
 mod_set_finalizing(PyObject *m, PyObject *Py_UNUSED(ignored))
 {
     (void)m;
-    atomic_store(&amongo_finalizing, 1);
+    amongo_finalize_begin();
     Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_exiting(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    return PyBool_FromLong(amongo_exiting());
 }
 
 static PyObject *
@@ -101,6 +118,8 @@ static PyMethodDef module_methods[] = {
     {"debug_counters", mod_debug_counters, METH_NOARGS,
      "C debug counters: jobs submitted/completed/live, replies live, workers, wake-ups, drains."},
     {"_set_finalizing", mod_set_finalizing, METH_NOARGS, "interpreter exit: workers stop using the GIL"},
+    {"exiting", mod_exiting, METH_NOARGS,
+     "True from the interpreter-exit hook on: finalizers do no Python-level work then."},
     {"flush_logs", mod_flush_logs, METH_NOARGS, "deliver parked libmongoc log messages to logging"},
     {"_mongoc_log", mod_mongoc_log, METH_VARARGS, "_mongoc_log(level, domain, message) (tests)"},
     {"exception_classes", mod_exception_classes, METH_NOARGS, "the pymongo.errors classes in use"},

@@ -121,7 +121,7 @@ worker_main_nogil(void *arg)
         }
         pthread_mutex_unlock(&pool->mu);
         amongo_job_run_nogil(job, client);
-        amongo_queue_push_nogil(job->queue, job);
+        amongo_queue_push_from_worker(job->queue, job);
     }
 
     /* Give the client back before saying we are gone: the pool is destroyed after the last exit. */
@@ -138,7 +138,7 @@ worker_main_nogil(void *arg)
     atomic_fetch_sub(&amongo_counters.workers_live, 1);
     /* The pool may be freed from here on; the barrier's queue outlives it (the job holds it). */
     if (barrier)
-        amongo_queue_push_nogil(barrier->queue, barrier);
+        amongo_queue_push_from_worker(barrier->queue, barrier);
     return NULL;
 }
 

@@ -12,6 +12,9 @@ modes=${ASYNCMONGO_TEST_MODES:-"default threadsafe uvloop debug sanitize"}
 # The benchmarks run once, in the default mode, as smoke tests (pytest-benchmark's timing off); the
 # other modes run tests/ only.
 if [ $# -gt 0 ]; then only_tests=("$@"); else only_tests=(tests); fi
+# Tests that run every loop and wake-up path themselves (marker modes_inside) run in the default
+# and sanitizer modes only.
+inside=(-m "not modes_inside")
 failed=()
 so=$("$PY" -c "import asyncmongo._core as c; print(c.__file__)")
 
@@ -25,9 +28,9 @@ run() {
 for mode in $modes; do
   case $mode in
     default)    run default "$PY" -m pytest -q --benchmark-disable "$@" ;;
-    threadsafe) run threadsafe env ASYNCMONGO_WAKEUP=threadsafe "$PY" -m pytest -q "${only_tests[@]}" ;;
-    uvloop)     run uvloop "$PY" -m pytest -q --loop=uvloop "${only_tests[@]}" ;;
-    debug)      run debug env PYTHONASYNCIODEBUG=1 "$PY" -m pytest -q "${only_tests[@]}" ;;
+    threadsafe) run threadsafe env ASYNCMONGO_WAKEUP=threadsafe "$PY" -m pytest -q "${inside[@]}" "${only_tests[@]}" ;;
+    uvloop)     run uvloop "$PY" -m pytest -q --loop=uvloop "${inside[@]}" "${only_tests[@]}" ;;
+    debug)      run debug env PYTHONASYNCIODEBUG=1 "$PY" -m pytest -q "${inside[@]}" "${only_tests[@]}" ;;
     sanitize)
       # Sanitizer build in place; the normal build is restored afterwards whatever happens.
       cp "$so" "$so.normal"
