@@ -55,7 +55,10 @@ def flags():
     )
 
 
-SOURCES = ["module.c", "client.c", "completion.c", "jobs.c", "workers.c", "errors.c", "log.c", "apm.c", "sessions.c"]
+SOURCES = [
+    "module.c", "client.c", "completion.c", "jobs.c", "commands.c", "bulk.c", "sessions.c",
+    "workers.c", "errors.c", "log.c", "apm.c",
+]
 
 setup(
     ext_modules=[

@@ -3,9 +3,9 @@
 import logging
 
 from asyncmongo.client import AsyncMongoClient
-from asyncmongo._find_cursor import AsyncCursor
+from asyncmongo.cursor import AsyncCursor
 from asyncmongo.collection import AsyncCollection
-from asyncmongo.cursor import AsyncCommandCursor
+from asyncmongo.command_cursor import AsyncCommandCursor
 from asyncmongo.database import AsyncDatabase
 
 # A library's logger stays silent unless the application configures logging (libmongoc's warnings

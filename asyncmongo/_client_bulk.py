@@ -31,7 +31,8 @@ from pymongo.results import ClientBulkWriteResult, DeleteResult, InsertOneResult
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo._options import MAX_BSON_SIZE
+from asyncmongo._common import MAX_STATEMENTS_SIZE as MAX_COMMAND_SIZE
+from asyncmongo._common import MAX_WRITE_BATCH_SIZE
 from asyncmongo.client_session import check_session, run_in_session
 
 if TYPE_CHECKING:
@@ -39,16 +40,9 @@ if TYPE_CHECKING:
 
 _encode = bson.encode
 
-# The server's limits. The core does not expose the hello reply libmongoc keeps, and asking the
-# server would add a command of our own to every bulk write: these are MongoDB's values (8.0+).
-MAX_WRITE_BATCH_SIZE = 100_000
 # A bulkWrite goes to the server as one command document (libmongoc 1.23's command API has no OP_MSG
-# document sequences), so a batch is bounded by the largest command the server takes: a maximum
-# document plus 16 KiB. Room is kept for the fields libmongoc adds ($db, lsid, $clusterTime,
-# txnNumber, writeConcern, apiVersion).
-_COMMAND_OVERHEAD = 16382
-_LIBMONGOC_FIELDS = 1024
-MAX_COMMAND_SIZE = MAX_BSON_SIZE + _COMMAND_OVERHEAD - _LIBMONGOC_FIELDS
+# document sequences), so a batch is bounded by the largest command the server takes, less room for
+# the fields libmongoc adds (_common.MAX_STATEMENTS_SIZE).
 
 
 class _ClientBulk:

@@ -15,8 +15,9 @@ from pymongo import common, helpers_shared
 from pymongo.errors import InvalidName, OperationFailure
 from pymongo.operations import IndexModel
 
+from asyncmongo._common import primary_read
 from asyncmongo.client_session import check_session
-from asyncmongo.cursor import AsyncCommandCursor, run_cursor_command
+from asyncmongo.command_cursor import AsyncCommandCursor, ready_batch, run_cursor_command
 
 # PyMongo returns index documents as SON, whatever the collection's codec options.
 _INDEX_CODEC_OPTIONS: CodecOptions = CodecOptions(SON)
@@ -105,23 +106,21 @@ class _AdminMixin:
         """A command cursor over the index documents (SON, as PyMongo's); empty if the collection
         does not exist."""
         session = check_session(self._client, session)
-        from asyncmongo.database import _primary_read
-
         cmd: dict[str, Any] = {"listIndexes": self._name, "cursor": {}}
         if comment is not None:
             cmd["comment"] = comment
         client = self._client
-        op, opts = _primary_read(client)
+        op, prefs = primary_read(client)
         try:
             return await run_cursor_command(
-                client, self._db_name, cmd, _INDEX_CODEC_OPTIONS, opts, op, comment=comment,
-                session=session,
+                client, self._db_name, cmd, _INDEX_CODEC_OPTIONS, op=op, read_prefs=prefs,
+                comment=comment, session=session,
             )
         except OperationFailure as exc:
             if exc.code != 26:  # NamespaceNotFound reads as no indexes, as PyMongo
                 raise
             return AsyncCommandCursor(
-                client, self._db_name, (0, self._full_name, [], 0, None), _INDEX_CODEC_OPTIONS,
+                client, self._db_name, ready_batch([], self._full_name), _INDEX_CODEC_OPTIONS,
                 comment=comment,
             )
 

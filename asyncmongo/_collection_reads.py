@@ -17,9 +17,12 @@ from pymongo.errors import ConfigurationError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
+from asyncmongo._common import check_command_size as _check_size
+from asyncmongo._common import read_prefs
+from asyncmongo.change_stream import AsyncCollectionChangeStream, open_change_stream
 from asyncmongo.client_session import check_session, run_in_session
-from asyncmongo._find_cursor import AsyncCursor, _check_size
-from asyncmongo.cursor import AsyncCommandCursor
+from asyncmongo.command_cursor import AsyncCommandCursor
+from asyncmongo.cursor import AsyncCursor
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
@@ -39,7 +42,7 @@ class _ReadsMixin:
     _full_name: str
     _client: "AsyncMongoClient"
     _codec_options: CodecOptions
-    _read_opts: bytes | None
+    _read_prefs: bytes | None
     _write_opts: bytes | None
     _read_concern_doc: Mapping[str, Any] | None
     _read_preference: Any
@@ -48,14 +51,12 @@ class _ReadsMixin:
     # ---- options of a read job --------------------------------------------------------------
 
     def _find_opts(self, extra: Mapping[str, Any] | None = None) -> bytes | None:
-        """Job options for a read: the read preference (if not the client's), the read concern (if
-        not the client's) and ``extra`` (readConcern/writeConcern a caller gave)."""
+        """Job options for a read: the read concern (if not the client's) and ``extra``
+        (readConcern/writeConcern a caller gave)."""
         rc = self._read_concern_doc
         if not rc and not extra:
-            return self._read_opts
+            return None
         opts: dict[str, Any] = {}
-        if self._read_opts is not None:
-            opts["$readPreference"] = self._read_preference.document
         if rc:
             opts["readConcern"] = rc
         if extra:
@@ -134,8 +135,9 @@ class _ReadsMixin:
             opts_doc["readConcern"] = rc
         if performs_write:  # with a write concern; on the primary unless every server is 5.0+
             op = _core.OP_READ_WRITE
-            if self._read_preference.mode != 0:  # the core decides (jobs.c)
-                opts_doc["$readPreference"] = self._read_preference.document
+            # The core decides where it goes (commands.c): it needs the preference even when it
+            # is the client's.
+            prefs = read_prefs(self._read_preference) if self._read_preference.mode != 0 else None
             wc = kwargs.pop("writeConcern", None)
             if wc is None:
                 if collation is not None and not self._write_concern.acknowledged:
@@ -146,8 +148,7 @@ class _ReadsMixin:
                 opts_doc["writeConcern"] = wc
         else:
             op = _OP_READ
-            if self._read_opts is not None:
-                opts_doc["$readPreference"] = self._read_preference.document
+            prefs = self._read_prefs
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": cursor_opts}
         cmd.update(kwargs)
         if collation is not None:
@@ -156,13 +157,13 @@ class _ReadsMixin:
         raw = _check_size(_encode(cmd, False, self._codec_options))
         first = await run_in_session(
             self._client._core, session, op, _core.RES_CURSOR, self._db_name, None, raw, opts,
-            self._codec_options, _core.FLAG_PIN,
+            self._codec_options, _core.FLAG_PIN, 0, prefs,
         )
-        cursor_id, ns, docs, server_id, cursor_session = first
+        if not first.namespace:  # a server that names no namespace: the collection's
+            first = _core.CursorBatch((first.cursor_id, self._full_name) + tuple(first)[2:])
         return AsyncCommandCursor(
-            self._client, self._db_name,
-            (cursor_id, ns or self._full_name, docs, server_id, cursor_session),
-            self._codec_options, batch_size or 0, max_await_time_ms, kwargs.get("comment"), session,
+            self._client, self._db_name, first, self._codec_options, batch_size or 0,
+            max_await_time_ms, kwargs.get("comment"), session,
         )
 
     async def watch(
@@ -183,8 +184,6 @@ class _ReadsMixin:
         """A change stream on this collection (``AsyncCollectionChangeStream``), already open:
         ``async with await coll.watch() as stream: async for change in stream: ...``.
         Arguments as PyMongo's ``watch``."""
-        from asyncmongo.change_stream import AsyncCollectionChangeStream, open_change_stream
-
         return await open_change_stream(
             AsyncCollectionChangeStream, self, pipeline, full_document, resume_after,
             max_await_time_ms, batch_size, collation, start_at_operation_time, session, start_after,
@@ -219,7 +218,7 @@ class _ReadsMixin:
         try:
             result = await run_in_session(
                 self._client._core, session, _OP_READ, _core.RES_FIRST, self._db_name, None, raw,
-                self._find_opts(), self._reply_codec_options(),
+                self._find_opts(), self._reply_codec_options(), 0, 0, self._read_prefs,
             )
         except OperationFailure as exc:
             if exc.code == _NAMESPACE_NOT_FOUND:  # as PyMongo: no collection, no documents
@@ -240,7 +239,7 @@ class _ReadsMixin:
         raw = _check_size(_encode(cmd, False, self._codec_options))
         reply = await run_in_session(
             self._client._core, None, _OP_READ, _RES_DOC, self._db_name, None, raw,
-            self._find_opts(), self._reply_codec_options(),
+            self._find_opts(), self._reply_codec_options(), 0, 0, self._read_prefs,
         )
         return int(reply["n"])
 
@@ -278,6 +277,6 @@ class _ReadsMixin:
         raw = _check_size(_encode(cmd, False, self._codec_options))
         reply = await run_in_session(
             self._client._core, session, _OP_READ, _RES_DOC, self._db_name, None, raw,
-            self._find_opts(), self._codec_options,
+            self._find_opts(), self._codec_options, 0, 0, self._read_prefs,
         )
         return reply["values"]

@@ -7,29 +7,28 @@ results are PyMongo's result classes holding the documents PyMongo would hold (`
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping as AbcMapping
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Awaitable, Iterable, Mapping, Sequence
 
 import bson
-from bson.raw_bson import RawBSONDocument
-from bson.objectid import ObjectId
 from pymongo import common, helpers_shared
 from pymongo.collation import validate_collation_or_none
 from pymongo.errors import (
     BulkWriteError,
     ConfigurationError,
+    DuplicateKeyError,
     InvalidOperation,
     OperationFailure,
     WriteConcernError,
     WriteError,
-    DuplicateKeyError,
-    WTimeoutError,
 )
 from pymongo.results import BulkWriteResult, DeleteResult, UpdateResult
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
+from asyncmongo._bulk import BulkBuilder, bulk_api_result, write_concern_error
+from asyncmongo._bulk_commands import needs_commands, run_bulk_by_commands
+from asyncmongo._common import check_command_size as _check_size
 from asyncmongo.client_session import check_session, run_in_session
 
 _encode = bson.encode
@@ -44,27 +43,8 @@ _RES_WRITE = _core.RES_WRITE
 _RES_BULK = _core.RES_BULK
 _RES_DOC = _core.RES_DOC
 
-# The core's bulk operation codes (see _core.pyi / the design notes).
-_B_INSERT, _B_UPDATE_ONE, _B_UPDATE_MANY, _B_REPLACE_ONE, _B_DELETE_ONE, _B_DELETE_MANY = range(6)
-# PyMongo's kinds of write command: an unordered bulk runs all inserts, then all updates, then all
-# deletes (pymongo.bulk_shared.gen_unordered); ours must run in the same order to end in the same
-# state, so it is regrouped before being handed to libmongoc, which keeps the given order.
-_K_INSERT, _K_UPDATE, _K_DELETE = 0, 1, 2
-
-# {"op": 0, "d": <document>} built around an already encoded document, so its _id stays first.
-_INSERT_SPEC_HEAD = b"\x10op\x00\x00\x00\x00\x00\x03d\x00"
-_INSERT_SPEC_EXTRA = 4 + len(_INSERT_SPEC_HEAD) + 1
-_pack_int = struct.Struct("<i").pack
-
 _UNACK_COLLATION = "Collation is unsupported for unacknowledged writes."
 _UNACK_ARRAY_FILTERS = "arrayFilters is unsupported for unacknowledged writes."
-
-
-def _check_size(cmd: bytes) -> bytes:
-    # collection.py imports this module before it defines the check: look it up when first used.
-    from asyncmongo.collection import check_command_size
-
-    return check_command_size(cmd)
 
 
 def _is_update_document(document: Any) -> bool:
@@ -78,220 +58,27 @@ def _hint_value(hint: Any) -> Any:
     return hint if isinstance(hint, str) else _index_document(hint)
 
 
-def write_concern_error(wce: Mapping[str, Any], labels: Any = None) -> WriteConcernError:
-    """PyMongo's exception for a ``writeConcernError`` document (labels copied in, as PyMongo)."""
-    if labels:
-        wce = dict(wce)
-        wce["errorLabels"] = labels
-    info = wce.get("errInfo")
-    timeout = wce.get("code") == 50 or (isinstance(info, AbcMapping) and info.get("wtimeout"))
-    cls = WTimeoutError if timeout else WriteConcernError
-    return cls(wce.get("errmsg"), wce.get("code"), wce)
-
-
-def bulk_api_result(
-    reply: Mapping[str, Any], ops: Sequence[Any], order: Sequence[int] | None = None
-) -> dict[str, Any]:
-    """PyMongo's ``bulk_api_result`` / ``BulkWriteError.details`` from libmongoc's bulk reply.
-
-    ``ops`` are PyMongo's operation documents in request order (for an insert, the document): each
-    write error carries its failed operation as ``op``, as PyMongo's do. ``order[i]`` is the request
-    index of the i-th operation sent (an unordered bulk is regrouped by kind); indexes in the result
-    are request indexes, write errors sorted by them.
-    """
-    def index(i: int) -> int:
-        return order[i] if order is not None else i
-
-    errors = []
-    for err in reply.get("writeErrors") or ():
-        err = dict(err)
-        i = index(err["index"])
-        err["index"] = i
-        err["op"] = ops[i]
-        errors.append(err)
-    errors.sort(key=lambda e: e["index"])
-    return {
-        "writeErrors": errors,
-        "writeConcernErrors": list(reply.get("writeConcernErrors") or ()),
-        "nInserted": reply.get("nInserted", 0),
-        "nUpserted": reply.get("nUpserted", 0),
-        "nMatched": reply.get("nMatched", 0),
-        "nModified": reply.get("nModified", 0),
-        "nRemoved": reply.get("nRemoved", 0),
-        "upserted": [
-            {"index": index(u["index"]), "_id": u["_id"]} for u in reply.get("upserted") or ()
-        ],
-    }
-
-
-# The write command of each kind of bulk operation, and the field of its statements.
-_COMMANDS = {_K_INSERT: ("insert", "documents"), _K_UPDATE: ("update", "updates"),
-             _K_DELETE: ("delete", "deletes")}
-
-
-def _merge_reply(
-    full: dict[str, Any], kind: int, reply: Mapping[str, Any], indexes: list[int],
-    ops: Sequence[Any],
-) -> None:
-    """Add one write command's reply to a bulk_api_result (its statement j is request
-    indexes[j]), as PyMongo merges its write commands' replies."""
-    n = reply.get("n", 0)
-    if kind == _K_INSERT:
-        full["nInserted"] += n
-    elif kind == _K_DELETE:
-        full["nRemoved"] += n
-    else:
-        upserted = reply.get("upserted") or []
-        full["nUpserted"] += len(upserted)
-        full["nMatched"] += n - len(upserted)
-        full["nModified"] += reply.get("nModified", 0)
-        full["upserted"].extend(
-            {"index": indexes[u["index"]], "_id": u["_id"]} for u in upserted
-        )
-    for err in reply.get("writeErrors") or ():
-        err = dict(err)
-        err["index"] = indexes[err["index"]]
-        err["op"] = ops[err["index"]]
-        full["writeErrors"].append(err)
-    wce = helpers_shared._get_wce_doc(reply)
-    if wce:
-        full["writeConcernErrors"].append(wce)
-
-
-class _BulkBuilder:
-    """Collects the operations of a ``bulk_write``.
-
-    PyMongo's operation classes (``pymongo.InsertOne`` ...) add themselves to a bulk by calling
-    ``add_insert`` / ``add_update`` / ``add_replace`` / ``add_delete`` (``_add_to_bulk``): this
-    class takes those calls, checks each operation as PyMongo's bulk does and encodes it for the
-    core.
-    """
-
-    __slots__ = (
-        "coll", "ops", "kinds", "specs", "uses_collation", "uses_array_filters", "uses_sort"
-    )
-
-    def __init__(self, coll: Any) -> None:
-        self.coll = coll
-        self.ops: list[Any] = []  # PyMongo's operation documents: error details name them
-        self.kinds: list[int] = []
-        self.specs: list[bytes] = []
-        self.uses_collation = False
-        self.uses_array_filters = False
-        self.uses_sort = False
-
-    def _add(self, kind: int, op: Any, spec: Mapping[str, Any] | bytes) -> None:
-        if not isinstance(spec, bytes):
-            spec = _check_size(_encode(spec, False, self.coll._codec_options))
-        self.ops.append(op)
-        self.kinds.append(kind)
-        self.specs.append(spec)
-
-    def add_insert(self, document: Any) -> None:
-        common.validate_is_document_type("document", document)
-        if not (isinstance(document, RawBSONDocument) or "_id" in document):
-            document["_id"] = ObjectId()
-        raw = self.coll._encode_document(document)
-        spec = b"".join((_pack_int(len(raw) + _INSERT_SPEC_EXTRA), _INSERT_SPEC_HEAD, raw, b"\x00"))
-        self._add(_K_INSERT, document, spec)
-
-    def _options(self, upsert: Any, collation: Any, hint: Any) -> dict[str, Any]:
-        # Keys are left to the server as PyMongo does ("validate": False: no libmongoc key checks).
-        o: dict[str, Any] = {"validate": False}
-        if upsert is not None:
-            o["upsert"] = upsert
-        if collation is not None:
-            self.uses_collation = True
-            o["collation"] = collation
-        if hint is not None:
-            o["hint"] = hint
-        return o
-
-    def add_update(
-        self,
-        selector: Any,
-        update: Any,
-        multi: bool,
-        upsert: bool | None,
-        collation: Any = None,
-        array_filters: Any = None,
-        hint: Any = None,
-        sort: Any = None,
-    ) -> None:
-        common.validate_ok_for_update(update)
-        op: dict[str, Any] = {"q": selector, "u": update, "multi": multi}
-        if upsert is not None:
-            op["upsert"] = upsert
-        if collation is not None:
-            op["collation"] = collation
-        if array_filters is not None:
-            op["arrayFilters"] = array_filters
-        if hint is not None:
-            op["hint"] = hint
-        if sort is not None:
-            self.uses_sort = True
-            op["sort"] = sort
-        o = self._options(upsert, collation, hint)
-        if array_filters is not None:
-            self.uses_array_filters = True
-            o["arrayFilters"] = array_filters
-        code = _B_UPDATE_MANY if multi else _B_UPDATE_ONE
-        self._add(_K_UPDATE, op, {"op": code, "d": selector, "u": update, "o": o})
-
-    def add_replace(
-        self,
-        selector: Any,
-        replacement: Any,
-        upsert: bool | None,
-        collation: Any = None,
-        hint: Any = None,
-        sort: Any = None,
-    ) -> None:
-        common.validate_ok_for_replace(replacement)
-        op: dict[str, Any] = {"q": selector, "u": replacement}
-        if upsert is not None:
-            op["upsert"] = upsert
-        if collation is not None:
-            op["collation"] = collation
-        if hint is not None:
-            op["hint"] = hint
-        if sort is not None:
-            self.uses_sort = True
-            op["sort"] = sort
-        o = self._options(upsert, collation, hint)
-        self._add(_K_UPDATE, op, {"op": _B_REPLACE_ONE, "d": selector, "u": replacement, "o": o})
-
-    def add_delete(
-        self, selector: Any, limit: int, collation: Any = None, hint: Any = None
-    ) -> None:
-        op: dict[str, Any] = {"q": selector, "limit": limit}
-        if collation is not None:
-            op["collation"] = collation
-        if hint is not None:
-            op["hint"] = hint
-        o = self._options(None, collation, hint)
-        del o["validate"]  # not an option of libmongoc's deletes
-        code = _B_DELETE_ONE if limit == 1 else _B_DELETE_MANY
-        self._add(_K_DELETE, op, {"op": code, "d": selector, "o": o})
-
-
 class _WritesMixin:
     __slots__ = ()
 
     # ---- update / replace ------------------------------------------------------------------
 
-    async def _await_write(self, session: Any, *job: Any) -> Any:
-        """Run the write job (core.submit's arguments), in ``session`` if given: its reply, or
-        None for an unacknowledged write, whose outcome the server does not report (with w=0
-        PyMongo never sees the server's verdict either)."""
-        core = self._client._core
+    async def _acknowledged_outcome(self, write: Awaitable[Any]) -> Any:
+        """The one place unacknowledged writes are handled: the outcome of ``write``, or None for
+        an unacknowledged write, whose outcome the server does not report (with w=0 PyMongo never
+        sees the server's verdict either, so none is raised)."""
         if self._acknowledged:
-            return await run_in_session(core, session, *job)
+            return await write
         try:
-            await run_in_session(core, session, *job)
+            await write
         except OperationFailure:
             pass
         return None
+
+    async def _await_write(self, session: Any, *job: Any) -> Any:
+        """Run the write job (core.submit's arguments), in ``session`` if given: its reply, or
+        None when unacknowledged."""
+        return await self._acknowledged_outcome(run_in_session(self._client._core, session, *job))
 
     async def _write_command(self, cmd: dict[str, Any], session: Any) -> Any:
         """Run a multi-document update/delete command (not retryable, as PyMongo's are not)."""
@@ -315,7 +102,7 @@ class _WritesMixin:
             opts["let"] = let
         if comment is not None:
             opts["comment"] = comment
-        raw = _check_size(_encode(dict(spec, op=kind), False, self._codec_options))
+        raw = _check_size(_encode({"op": kind, **spec}, False, self._codec_options))
         return await self._await_write(
             session, _OP_BULK, _RES_WRITE, self._db_name, self._name, raw, _encode(opts), None,
             _core.FLAG_BYPASS if bypass else 0,
@@ -360,7 +147,7 @@ class _WritesMixin:
             if let is not None:
                 _validate_is_mapping("let", let)
             counts = await self._single_write(
-                3 if not _is_update_document(document) else 1,
+                _core.BULK_UPDATE_ONE if _is_update_document(document) else _core.BULK_REPLACE_ONE,
                 {"d": filter, "u": document, "o": opts}, let, comment, bypass_document_validation,
                 session,
             )
@@ -485,8 +272,8 @@ class _WritesMixin:
             if let is not None:
                 common.validate_is_document_type("let", let)
             opts = {k: v for k, v in spec.items() if k in ("collation", "hint")}
-            counts = await self._single_write(4, {"d": filter, "o": opts}, let, comment, None,
-                                              session)
+            counts = await self._single_write(_core.BULK_DELETE_ONE, {"d": filter, "o": opts}, let,
+                                              comment, None, session)
             if counts is None:
                 return DeleteResult({"ok": 1}, False)
             return DeleteResult({"n": counts.get("nRemoved", 0), "ok": 1.0}, True)
@@ -540,7 +327,7 @@ class _WritesMixin:
         common.validate_list("requests", requests)
         if let is not None:
             common.validate_is_document_type("let", let)
-        bulk = _BulkBuilder(self)
+        bulk = BulkBuilder(self)
         for request in requests:
             try:
                 request._add_to_bulk(bulk)
@@ -549,8 +336,7 @@ class _WritesMixin:
         session = self._write_session(session)
         if not bulk.ops:
             raise InvalidOperation("No operations to execute")
-        acknowledged = self._acknowledged
-        if not acknowledged:
+        if not self._acknowledged:
             if bulk.uses_collation:
                 raise ConfigurationError(_UNACK_COLLATION)
             if bulk.uses_array_filters:
@@ -559,23 +345,31 @@ class _WritesMixin:
                 raise OperationFailure(
                     "Cannot set bypass_document_validation with unacknowledged write concern"
                 )
-        if bulk.uses_sort or bypass_document_validation is False:
-            # libmongoc 1.23's bulk API sends neither (it answers "Invalid option" to a sort, and
-            # leaves an explicit bypassDocumentValidation=false out): write commands of our own.
-            try:
-                full = await self._bulk_by_commands(
-                    bulk, ordered, bypass_document_validation, comment, let, session
-                )
-            except OperationFailure:
-                if not acknowledged:
-                    return BulkWriteResult({}, False)
-                raise
-            if not acknowledged:
-                return BulkWriteResult({}, False)
-            if full["writeErrors"] or full["writeConcernErrors"]:
-                full["writeErrors"].sort(key=lambda e: e["index"])
-                raise BulkWriteError(full)
-            return BulkWriteResult(full, True)
+        full = await self._execute_bulk(bulk, ordered, bypass_document_validation, comment, let,
+                                        session)
+        if full is None:
+            return BulkWriteResult({}, False)
+        raise_bulk_errors(full)
+        return BulkWriteResult(full, True)
+
+    async def _execute_bulk(
+        self, bulk: BulkBuilder, ordered: bool, bypass: bool | None, comment: Any, let: Any,
+        session: Any,
+    ) -> dict[str, Any] | None:
+        """Run a collected bulk by whichever engine can send it: PyMongo's bulk_api_result (write
+        errors in it, not raised), or None when unacknowledged."""
+        if needs_commands(bulk, bypass):
+            run = run_bulk_by_commands(self, bulk, ordered, bypass, comment, let, session)
+        else:
+            run = self._bulk_by_libmongoc(bulk, ordered, bypass, comment, let, session)
+        return await self._acknowledged_outcome(run)
+
+    async def _bulk_by_libmongoc(
+        self, bulk: BulkBuilder, ordered: bool, bypass: bool | None, comment: Any, let: Any,
+        session: Any,
+    ) -> dict[str, Any]:
+        """Run a bulk through libmongoc's bulk API (one job): it batches by the server's limits
+        and retries as the retryable writes specification says."""
         kinds = bulk.kinds
         if ordered:
             order = None
@@ -590,125 +384,31 @@ class _WritesMixin:
             opts["let"] = let
         if comment:
             opts["comment"] = comment
-        flags = _core.FLAG_BYPASS if bypass_document_validation else 0
+        flags = _core.FLAG_BYPASS if bypass else 0
         try:
             reply = await run_in_session(
                 self._client._core, session, _OP_BULK, _RES_BULK, self._db_name, self._name,
                 b"".join(specs), _encode(opts), None, flags,
             )
-        except BulkWriteError as exc:
-            if not acknowledged:
-                return BulkWriteResult({}, False)
-            raise BulkWriteError(bulk_api_result(exc.details, bulk.ops, order)) from None
-        except OperationFailure:
-            if not acknowledged:
-                return BulkWriteResult({}, False)
-            raise
-        if not acknowledged:
-            return BulkWriteResult({}, False)
-        return BulkWriteResult(bulk_api_result(reply, bulk.ops, order), True)
-
-    async def _bulk_by_commands(
-        self, bulk: _BulkBuilder, ordered: bool, bypass: bool | None, comment: Any, let: Any,
-        session: Any,
-    ) -> dict[str, Any]:
-        """Run a bulk as insert/update/delete commands, batched as PyMongo batches them (ordered:
-        runs of one kind in the given order, stopping at the first write error; unordered: all
-        inserts, then updates, then deletes) and cut to the server's limits. Returns PyMongo's
-        bulk_api_result. These commands are not retried: libmongoc retries its bulk API's writes
-        only."""
-        from asyncmongo._client_bulk import MAX_COMMAND_SIZE, MAX_WRITE_BATCH_SIZE
-
-        kinds = bulk.kinds
-        runs: list[tuple[int, list[int]]] = []
-        if ordered:
-            for i, kind in enumerate(kinds):
-                if runs and runs[-1][0] == kind:
-                    runs[-1][1].append(i)
-                else:
-                    runs.append((kind, [i]))
-        else:
-            for kind in (_K_INSERT, _K_UPDATE, _K_DELETE):
-                indexes = [i for i, k in enumerate(kinds) if k == kind]
-                if indexes:
-                    runs.append((kind, indexes))
-        full: dict[str, Any] = {
-            "writeErrors": [], "writeConcernErrors": [], "nInserted": 0, "nUpserted": 0,
-            "nMatched": 0, "nModified": 0, "nRemoved": 0, "upserted": [],
-        }
-        codec = self._codec_options
-        for kind, indexes in runs:
-            name, field = _COMMANDS[kind]
-            head: dict[str, Any] = {name: self._name, "ordered": ordered}
-            if comment:
-                head["comment"] = comment
-            if bypass is not None:
-                head["bypassDocumentValidation"] = bypass
-            if let is not None and kind != _K_INSERT:
-                head["let"] = let
-            # The statements' array: type byte, name, NUL, length, terminating NUL.
-            base = len(_encode(head, False, codec)) + len(field) + 7
-            start = 0
-            while start < len(indexes):
-                size, batch = base, []
-                for i in indexes[start:start + MAX_WRITE_BATCH_SIZE]:
-                    stmt = _encode(bulk.ops[i], False, codec)
-                    grow = 2 + len(str(len(batch))) + len(stmt)
-                    if batch and size + grow > MAX_COMMAND_SIZE:
-                        break
-                    batch.append(RawBSONDocument(stmt))
-                    size += grow
-                cmd = dict(head)
-                cmd[field] = batch
-                raw = _check_size(_encode(cmd, False, codec))  # a statement alone too large
-                try:
-                    reply = await run_in_session(
-                        self._client._core, session, _OP_WRITE, _RES_DOC, self._db_name, None,
-                        raw, self._write_opts, None,
-                    )
-                except WriteConcernError as exc:
-                    # libmongoc fails a reply with a writeConcernError; the writes were done.
-                    reply = exc.details
-                    if not isinstance(reply, AbcMapping) or "writeConcernError" not in reply:
-                        raise
-                _merge_reply(full, kind, reply, [indexes[start + j] for j in range(len(batch))],
-                             bulk.ops)
-                start += len(batch)
-                if ordered and full["writeErrors"]:
-                    return full
-        return full
+        except BulkWriteError as exc:  # the partial result, in libmongoc's shape
+            reply = exc.details
+        return bulk_api_result(reply, bulk.ops, order)
 
     async def _insert_by_commands(
         self, documents: list[Any], ordered: bool, comment: Any, session: Any, single: bool = False
     ) -> None:
-        """insert_one / insert_many with bypass_document_validation=False, which libmongoc's bulk
-        API leaves out of the command: insert commands of our own. Raises what PyMongo raises
-        (insert_one: WriteError, DuplicateKeyError, WriteConcernError; insert_many:
-        BulkWriteError)."""
-        bulk = _BulkBuilder(self)
+        """insert_one / insert_many with bypass_document_validation=False (see _bulk_commands).
+        Raises what PyMongo raises (insert_one: WriteError, DuplicateKeyError, WriteConcernError;
+        insert_many: BulkWriteError)."""
+        bulk = BulkBuilder(self)
         for document in documents:
             bulk.add_insert(document)
-        try:
-            full = await self._bulk_by_commands(bulk, ordered, False, comment, None, session)
-        except OperationFailure:
-            if self._acknowledged:
-                raise
+        full = await self._execute_bulk(bulk, ordered, False, comment, None, session)
+        if full is None:
             return
-        if not self._acknowledged:
-            return
-        errors, wces = full["writeErrors"], full["writeConcernErrors"]
         if single:
-            if errors:
-                err = dict(errors[0])
-                err.pop("op", None)
-                code = err.get("code")
-                cls = DuplicateKeyError if code in (11000, 11001, 12582) else WriteError
-                raise cls(err.get("errmsg"), code, err)
-            if wces:
-                raise write_concern_error(wces[-1])
-        elif errors or wces:
-            errors.sort(key=lambda e: e["index"])
-            raise BulkWriteError(full)
+            raise_single_write_error(full)
+        raise_bulk_errors(full)
 
     # ---- find_one_and_* --------------------------------------------------------------------
 
@@ -869,3 +569,23 @@ class _WritesMixin:
             filter, projection, sort, upsert, return_document, array_filters, hint=hint, let=let,
             session=session, **kwargs,
         )
+
+
+def raise_bulk_errors(full: dict[str, Any]) -> None:
+    """BulkWriteError for a bulk_api_result with write or write concern errors."""
+    if full["writeErrors"] or full["writeConcernErrors"]:
+        full["writeErrors"].sort(key=lambda e: e["index"])
+        raise BulkWriteError(full)
+
+
+def raise_single_write_error(full: dict[str, Any]) -> None:
+    """What a one-document write raises for a bulk_api_result with errors (PyMongo's classes)."""
+    errors, wces = full["writeErrors"], full["writeConcernErrors"]
+    if errors:
+        err = dict(errors[0])
+        err.pop("op", None)
+        code = err.get("code")
+        cls = DuplicateKeyError if code in (11000, 11001, 12582) else WriteError
+        raise cls(err.get("errmsg"), code, err)
+    if wces:
+        raise write_concern_error(wces[-1])

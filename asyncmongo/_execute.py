@@ -11,6 +11,7 @@ from typing import Any
 
 
 async def execute(core: Any, future: "asyncio.Future[Any]") -> Any:
+    """The result of a job's future; cancelled, the job is unqueued if no worker took it yet."""
     try:
         return await future
     except asyncio.CancelledError:

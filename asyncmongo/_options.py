@@ -23,7 +23,6 @@ from asyncmongo.monitoring import command_listeners
 DEFAULT_MAX_POOL_SIZE = 100
 # PyMongo's maxPoolSize=0 means "no limit"; threads are not free, so "no limit" is this many workers.
 UNLIMITED_POOL_SIZE = 1024
-MAX_BSON_SIZE = 16 * 1024 * 1024
 
 # lower-case option -> (libmongoc URI name, how PyMongo's validated value is rendered)
 _SECONDS_AS_MS = "seconds-as-ms"
@@ -275,4 +274,4 @@ def _mongoc_version() -> str:
     return _core.MONGOC_VERSION
 
 
-__all__ = ["ClientOptions", "MAX_BSON_SIZE"]
+__all__ = ["ClientOptions"]

@@ -11,12 +11,10 @@ worker thread all that time.
 from __future__ import annotations
 
 import copy
-from collections import deque
 from typing import TYPE_CHECKING, Any, Mapping
 
 import bson
 from bson.codec_options import CodecOptions
-from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 from pymongo import common
 from pymongo.collation import validate_collation_or_none
@@ -31,7 +29,7 @@ from pymongo.errors import (
 from asyncmongo import _core
 from asyncmongo._execute import execute
 from asyncmongo.client_session import check_session, run_in_session
-from asyncmongo.cursor import getmore_command, run_getmore
+from asyncmongo.command_cursor import AsyncCommandCursor
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
@@ -60,86 +58,33 @@ def _resumable(exc: PyMongoError, max_wire_version: int | None = None) -> bool:
     return False
 
 
-class _StreamCursor:
-    """The server cursor under a stream: id, namespace, pinned server and the core session it lives
-    in; each batch is one job. Never resurrected: once killed, a stream opens a new one."""
+class _StreamCursor(AsyncCommandCursor):
+    """The server cursor under a stream: a command cursor whose batches also bring the server's
+    postBatchResumeToken. Never resurrected: once killed, a stream opens a new one."""
 
-    def __init__(self, stream: "AsyncChangeStream", first: tuple[Any, ...]) -> None:
-        cursor_id, ns, docs, server_id, capsule, meta = first
-        self._core = stream._core
-        self._db_name = stream._db_name
-        self._id = cursor_id
-        ns = ns or ""
-        self._coll_name = ns.split(".", 1)[1] if "." in ns else ""
-        self.server_id = server_id
-        # The core session (capsule) the cursor's getMores run in; None in a user's session, whose
-        # capsule the getMores take through that session instead.
-        self._capsule = capsule
-        self._user_session = stream._session
-        self._codec_options = stream._job_codec_options
-        self._batch_size = stream._batch_size
-        self._max_await_time_ms = stream._max_await_time_ms
-        self._comment = stream._comment
-        self.data: deque[Any] = deque(docs)
-        self.post_batch_resume_token = meta.get("postBatchResumeToken")
-        self._killed = cursor_id == 0
+    _result_kind = _core.RES_STREAM
 
-    @property
-    def alive(self) -> bool:
-        return bool(self.data) or not self._killed
+    def __init__(self, stream: "AsyncChangeStream", first: Any) -> None:
+        super().__init__(stream._client, stream._db_name, first, stream._job_codec_options,
+                         stream._batch_size, stream._max_await_time_ms, stream._comment,
+                         stream._session)
+        self.post_batch_resume_token = first.post_batch_resume_token
 
-    async def _get_more(self) -> None:
-        cmd = getmore_command(self._id, self._coll_name, self._batch_size, self._max_await_time_ms,
-                              self._comment)
-        result = await run_getmore(self._core, self._user_session, self._capsule, _core.RES_STREAM,
-                                   self._db_name, cmd, self._codec_options, self.server_id)
-        cursor_id, _ns, docs, _sid, _capsule, meta = result
-        if "postBatchResumeToken" in meta:
-            self.post_batch_resume_token = meta["postBatchResumeToken"]
-        if not self._killed:  # a close() that ran meanwhile stays closed
-            self._id = cursor_id
-            if cursor_id == 0:  # the server ended it (an invalidate event)
-                self._killed = True
-                self._capsule = None
-        self.data.extend(docs)
+    def _on_batch(self, batch: Any) -> None:
+        if batch.post_batch_resume_token is not None:
+            self.post_batch_resume_token = batch.post_batch_resume_token
+        super()._on_batch(batch)
 
-    async def try_next(self, get_more_allowed: bool) -> Any:
-        if not self.data and not self._killed and get_more_allowed:
+    async def next_change(self, get_more_allowed: bool) -> Any:
+        """The next buffered change, after one getMore if none is buffered and it is allowed."""
+        if not self._data and not self._killed and get_more_allowed:
             await self._get_more()
-        return self.data.popleft() if self.data else None
+        return self._data.popleft() if self._data else None
 
     def kill(self) -> Any:
-        """Send killCursors without waiting (fire and forget: the job never raises), if needed.
-        In the cursor's session, so it runs after a getMore still in flight there."""
-        self.data.clear()
-        if self._killed:
-            return None
-        self._killed = True
-        capsule, self._capsule = self._capsule, None
-        core = self._core
-        if not self._id or core is None or core.closed:
-            return None
-        user = self._user_session
-        if user is not None:
-            if user.has_ended or user._capsule is None:
-                return None
-            capsule = user._capsule
-        cmd = _encode({"killCursors": self._coll_name, "cursors": [Int64(self._id)]})
-        try:
-            return core.submit(_core.OP_COMMAND, _core.RES_NONE, self._db_name, None, cmd, None,
-                               None, _core.FLAG_QUIET, self.server_id, capsule)
-        except InvalidOperation:  # the client closed meanwhile: the server dropped the cursor
-            return None
-
-    def __del__(self, _exiting: Any = _core.exiting) -> None:
-        # Collected unfinished: kill it on the server, if a loop is running to carry the request
-        # (not at interpreter exit: the server times the cursor out).
-        if getattr(self, "_killed", True) or _exiting():
-            return
-        try:
-            self.kill()
-        except Exception:
-            pass  # no running loop: the server times the cursor out
+        """Drop what is buffered and send killCursors without waiting (see _kill_request)."""
+        self._data.clear()
+        return self._kill_request()
 
 
 class AsyncChangeStream:
@@ -218,14 +163,13 @@ class AsyncChangeStream:
         return self._target._name
 
     def _job_opts(self) -> bytes | None:
-        """The target's read preference and read concern when they are not the client's (libmongoc
-        applies the client's own)."""
-        opts: dict[str, Any] = {}
-        if self._target._read_opts is not None:
-            opts["$readPreference"] = self._target._read_preference.document
-        if self._target._read_concern_doc:
-            opts["readConcern"] = self._target._read_concern_doc
-        return _encode(opts) if opts else None
+        """The target's read concern when it is not the client's (libmongoc applies the client's)."""
+        rc = self._target._read_concern_doc
+        return _encode({"readConcern": rc}) if rc else None
+
+    def _job_read_prefs(self) -> bytes | None:
+        """The target's read preference when it is not the client's."""
+        return self._target._read_prefs
 
     # ---- the aggregate -----------------------------------------------------------------------
 
@@ -261,17 +205,16 @@ class AsyncChangeStream:
         raw = _encode(self._aggregate_command(), False, self._codec_options)
         first = await run_in_session(
             self._core, self._session, _core.OP_READ, _core.RES_STREAM, self._db_name, None, raw,
-            self._job_opts(), self._job_codec_options, _core.FLAG_PIN,
+            self._job_opts(), self._job_codec_options, _core.FLAG_PIN, 0, self._job_read_prefs(),
         )
         cursor = _StreamCursor(self, first)
-        meta = first[5]
         # An empty first batch: cache where the stream starts, for a resume before any change.
-        if not cursor.data:
+        if not cursor._data:
             if cursor.post_batch_resume_token is not None:
                 self._resume_token = cursor.post_batch_resume_token
             elif (self._start_at_operation_time is None and not self._uses_resume_after
                   and not self._uses_start_after):
-                self._start_at_operation_time = meta.get("operationTime")
+                self._start_at_operation_time = first.operation_time
                 if self._start_at_operation_time is None:
                     cursor.kill()
                     raise OperationFailure(
@@ -301,7 +244,7 @@ class AsyncChangeStream:
                 reply = await execute(
                     core,
                     core.submit(_core.OP_COMMAND, _core.RES_DOC, "admin", None,
-                                _encode({"hello": 1}), None, None, 0, self._cursor.server_id),
+                                _encode({"hello": 1}), None, None, 0, self._cursor._server_id),
                 )
             except PyMongoError:
                 return None
@@ -353,12 +296,12 @@ class AsyncChangeStream:
             await self._resume()
         try:
             try:
-                change = await self._cursor.try_next(True)
+                change = await self._cursor.next_change(True)
             except PyMongoError as exc:
                 if self._closed or not await self._is_resumable(exc):
                     raise
                 await self._resume()
-                change = await self._cursor.try_next(False)
+                change = await self._cursor.next_change(False)
         except PyMongoError as exc:
             if not await self._is_resumable(exc) and not exc.timeout:
                 await self.close()
@@ -387,7 +330,7 @@ class AsyncChangeStream:
                 "Cannot provide resume functionality when the resume token is missing."
             ) from None
         # The last change of a batch: the postBatchResumeToken is at least as far along.
-        if not cursor.data and cursor.post_batch_resume_token:
+        if not cursor._data and cursor.post_batch_resume_token:
             resume_token = cursor.post_batch_resume_token
         # From the first change on, a resume continues after it (startAfter served its turn).
         self._uses_start_after = False
@@ -445,7 +388,10 @@ class AsyncClusterChangeStream(AsyncDatabaseChangeStream):
         return "admin"
 
     def _job_opts(self) -> bytes | None:
-        return None  # the client's own read preference and read concern: libmongoc applies them
+        return None  # the client's own read concern: libmongoc applies it
+
+    def _job_read_prefs(self) -> bytes | None:
+        return None  # the client's own read preference
 
     def _change_stream_options(self) -> dict[str, Any]:
         options = super()._change_stream_options()

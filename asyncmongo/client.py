@@ -14,15 +14,19 @@ from typing import Any, Mapping
 
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
+from pymongo.client_session import SessionOptions
 from pymongo.errors import ConfigurationError, InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo.client_session import AsyncClientSession, check_session, run_in_session
+from asyncmongo._client_bulk import client_bulk_write
+from asyncmongo._common import primary_read
 from asyncmongo._options import ClientOptions
-from asyncmongo.cursor import AsyncCommandCursor
-from asyncmongo.database import AsyncDatabase, _primary_read
+from asyncmongo.change_stream import AsyncClusterChangeStream, open_change_stream
+from asyncmongo.client_session import AsyncClientSession, check_session, run_in_session
+from asyncmongo.command_cursor import AsyncCommandCursor, ready_batch
+from asyncmongo.database import AsyncDatabase
 from asyncmongo.monitoring import _CommandPublisher
 
 # Native cores still open, for the interpreter-exit hook.
@@ -157,16 +161,13 @@ class AsyncMongoClient:
         cmd.update(kwargs)
         if comment is not None:
             cmd["comment"] = comment
-        op, opts = _primary_read(self)
-        core = self._core
+        op, prefs = primary_read(self)
         reply = await run_in_session(
-            core, session, op, _core.RES_DOC, "admin", None, bson.encode(cmd), opts,
-            DEFAULT_CODEC_OPTIONS,
+            self._core, session, op, _core.RES_DOC, "admin", None, bson.encode(cmd), None,
+            DEFAULT_CODEC_OPTIONS, 0, 0, prefs,
         )
-        return AsyncCommandCursor(
-            self, "admin", (0, "admin.$cmd", reply["databases"], 0, None), DEFAULT_CODEC_OPTIONS,
-            comment=comment,
-        )
+        return AsyncCommandCursor(self, "admin", ready_batch(reply["databases"], "admin.$cmd"),
+                                  DEFAULT_CODEC_OPTIONS, comment=comment)
 
     async def list_database_names(self, session: Any = None, comment: Any = None) -> list[str]:
         cursor = await self.list_databases(session, comment, nameOnly=True)
@@ -208,8 +209,6 @@ class AsyncMongoClient:
         """A change stream on every database of the deployment (``AsyncClusterChangeStream``),
         already open: ``async with await client.watch() as stream: async for change in stream: ...``.
         Arguments as PyMongo's ``watch``."""
-        from asyncmongo.change_stream import AsyncClusterChangeStream, open_change_stream
-
         return await open_change_stream(
             AsyncClusterChangeStream, self, pipeline, full_document, resume_after,
             max_await_time_ms, batch_size, collation, start_at_operation_time, session, start_after,
@@ -227,8 +226,6 @@ class AsyncMongoClient:
         """A new explicit session (PyMongo's ``start_session``): ``async with
         client.start_session() as session:``. Causally consistent unless ``snapshot``. It takes a
         libmongoc client of the pool from its first operation until it ends."""
-        from pymongo.client_session import SessionOptions
-
         if self._closed:
             raise InvalidOperation("Cannot use MongoClient after close")
         options = SessionOptions(causal_consistency, default_transaction_options, snapshot)
@@ -253,8 +250,6 @@ class AsyncMongoClient:
         PyMongo's ``AsyncMongoClient.bulk_write``: ``models`` are PyMongo's ``InsertOne``,
         ``UpdateOne``... each with ``namespace="db.coll"``. Returns a ClientBulkWriteResult; raises
         ClientBulkWriteException with the partial result, write errors and write concern errors."""
-        from asyncmongo._client_bulk import client_bulk_write
-
         return await client_bulk_write(
             self, models, session, ordered, verbose_results, bypass_document_validation, comment,
             let, write_concern,
@@ -327,9 +322,6 @@ class AsyncMongoClient:
         return f"AsyncMongoClient(host={hosts!r})"
 
     # ---- internals -------------------------------------------------------------------------
-
-    def _stats(self) -> Mapping[str, int]:
-        return self._core.stats()
 
     def __iter__(self):
         return self

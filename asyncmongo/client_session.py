@@ -28,6 +28,7 @@ from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
+from asyncmongo._execute import execute
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
@@ -38,6 +39,7 @@ _T = TypeVar("_T")
 _WITH_TRANSACTION_TIMEOUT = 120.0
 _BACKOFF_INITIAL = 0.005
 _BACKOFF_MAX = 0.5
+_EMPTY = bson.encode({})
 # Server codes after which a commit's outcome is unknown (the transactions specification).
 _UNKNOWN_COMMIT_CODES = frozenset({64, 50, 91, 189, 262, 6, 7, 89, 9001, 10107, 11600, 11602, 13435, 13436})
 
@@ -118,10 +120,6 @@ class AsyncClientSession:
     def in_transaction(self) -> bool:
         return self._state in (_TxnState.STARTING, _TxnState.IN_PROGRESS)
 
-    @property
-    def _starting_transaction(self) -> bool:
-        return self._state == _TxnState.STARTING
-
     # ---- life ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> "AsyncClientSession":
@@ -140,7 +138,7 @@ class AsyncClientSession:
         core = self._client._core
         if capsule is not None and core is not None and not core.closed:
             await self._settle()
-            await self._session_job(core, capsule, "end")
+            await self._session_job(core, capsule, _core.OP_SESSION_END)
 
     async def _settle(self) -> None:
         """Wait for the abort a cancelled operation left, if any (it never raises)."""
@@ -153,15 +151,11 @@ class AsyncClientSession:
             raise InvalidOperation("Cannot use ended session")
 
     @staticmethod
-    async def _session_job(core: Any, capsule: Any, action: str, opts: Mapping[str, Any] | None = None) -> Any:
-        cmd = bson.encode({"do": action, "opts": dict(opts or {})})
-        future = core.submit(_core.OP_SESSION, _core.RES_DOC if action == "commit" else _core.RES_SESSION,
-                             "admin", None, cmd, None, None, 0, 0, capsule)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            core.cancel(future)
-            raise
+    async def _session_job(core: Any, capsule: Any, op: int, opts: Mapping[str, Any] | None = None) -> Any:
+        """One job of the session's life (``_core.OP_SESSION_*``, ``_core.OP_TXN_*``)."""
+        kind = _core.RES_DOC if op == _core.OP_TXN_COMMIT else _core.RES_SESSION
+        return await execute(core, core.submit(op, kind, "admin", None, bson.encode(opts or {}),
+                                               None, None, 0, 0, capsule))
 
     async def _ensure_started(self) -> Any:
         """The core's session (a capsule), started on a worker the first time it is needed."""
@@ -169,15 +163,9 @@ class AsyncClientSession:
             core = self._client._core
             opts = {"causalConsistency": bool(self._options.causal_consistency),
                     "snapshot": bool(self._options.snapshot)}
-            future = core.submit(_core.OP_SESSION, _core.RES_SESSION, "admin", None,
-                                 bson.encode({"do": "start", "opts": opts}), None, None)
-            try:
-                capsule = await future
-            except asyncio.CancelledError:
-                core.cancel(future)
-                raise
+            capsule = await self._session_job(core, None, _core.OP_SESSION_START, opts)
             if self._ended:  # ended while it was starting: give it back
-                await self._session_job(core, capsule, "end")
+                await self._session_job(core, capsule, _core.OP_SESSION_END)
                 self._check_ended()
             self._capsule = capsule
         return self._capsule
@@ -190,7 +178,8 @@ class AsyncClientSession:
         self._check_ended()
 
     async def _run(self, core: Any, op: int, kind: int, db: str, coll: str | None, cmd: bytes,
-                   opts: bytes | None, codec: Any, flags: int = 0, server_id: int = 0) -> Any:
+                   opts: bytes | None, codec: Any, flags: int = 0, server_id: int = 0,
+                   read_prefs: bytes | None = None) -> Any:
         """One operation in this session: refused while another runs; cancelled inside a
         transaction, it aborts the transaction (the operation may have run on the server)."""
         self._check_ended()
@@ -207,13 +196,10 @@ class AsyncClientSession:
                 self._state = _TxnState.IN_PROGRESS
             elif self._state in (_TxnState.COMMITTED, _TxnState.COMMITTED_EMPTY, _TxnState.ABORTED):
                 self._state = _TxnState.NONE  # the next operation runs outside the transaction
-            future = core.submit(op, kind, db, coll, cmd, opts, codec, flags, server_id, capsule)
+            future = core.submit(op, kind, db, coll, cmd, opts, codec, flags, server_id, capsule,
+                                 read_prefs)
             if not self.in_transaction:
-                try:
-                    return await future
-                except asyncio.CancelledError:
-                    core.cancel(future)
-                    raise
+                return await execute(core, future)
             # Inside a transaction the job is left to finish (shielded) and the abort goes after
             # it: so the abort cannot run first, and the operation never runs outside the
             # transaction.
@@ -240,10 +226,8 @@ class AsyncClientSession:
             if not f.cancelled():
                 f.exception()  # retrieved: the caller was cancelled and will not read it
             try:
-                abort = core.submit(
-                    _core.OP_SESSION, _core.RES_NONE, "admin", None,
-                    bson.encode({"do": "abort", "opts": {}}), None, None, _core.FLAG_QUIET, 0, capsule,
-                )
+                abort = core.submit(_core.OP_TXN_ABORT, _core.RES_NONE, "admin", None, _EMPTY, None,
+                                    None, _core.FLAG_QUIET, 0, capsule)
             except InvalidOperation:  # the client closed meanwhile: its close ends the session
                 aborted(None)
             else:
@@ -289,7 +273,7 @@ class AsyncClientSession:
         try:
             await self._settle()
             capsule = await self._ensure_started()
-            await self._session_job(self._client._core, capsule, "startTransaction",
+            await self._session_job(self._client._core, capsule, _core.OP_TXN_START,
                                     _encode_txn_opts(opts))
         finally:
             self._busy = False
@@ -307,13 +291,13 @@ class AsyncClientSession:
             raise InvalidOperation("No transaction started")
         if state in (_TxnState.STARTING, _TxnState.COMMITTED_EMPTY):
             self._state = _TxnState.COMMITTED_EMPTY
-            await self._finish("commit")  # nothing reached the server: libmongoc sends nothing
+            await self._finish(_core.OP_TXN_COMMIT)  # nothing reached the server: none is sent
             return
         if state == _TxnState.ABORTED:
             raise InvalidOperation("Cannot call commitTransaction after calling abortTransaction")
         self._state = _TxnState.IN_PROGRESS
         try:
-            await self._finish("commit")
+            await self._finish(_core.OP_TXN_COMMIT)
         except ConnectionFailure as exc:
             exc._remove_error_label("TransientTransactionError")
             exc._add_error_label("UnknownTransactionCommitResult")
@@ -339,19 +323,19 @@ class AsyncClientSession:
         if state in (_TxnState.COMMITTED, _TxnState.COMMITTED_EMPTY):
             raise InvalidOperation("Cannot call abortTransaction after calling commitTransaction")
         try:
-            await self._finish("abort")
+            await self._finish(_core.OP_TXN_ABORT)
         except (OperationFailure, ConnectionFailure):
             pass
         finally:
             self._state = _TxnState.ABORTED
 
-    async def _finish(self, action: str) -> Any:
+    async def _finish(self, op: int) -> Any:
         if self._busy:
             raise InvalidOperation("this session is in use by another operation")
         self._busy = True
         try:
             await self._settle()
-            return await self._session_job(self._client._core, self._capsule, action)
+            return await self._session_job(self._client._core, self._capsule, op)
         finally:
             self._busy = False
 
@@ -406,16 +390,14 @@ class AsyncClientSession:
 
 async def run_in_session(core: Any, session: AsyncClientSession | None, op: int, kind: int, db: str,
                          coll: str | None, cmd: bytes, opts: bytes | None, codec: Any,
-                         flags: int = 0, server_id: int = 0) -> Any:
-    """Submit one job, in ``session`` if given, and await it with the design's cancellation rule."""
+                         flags: int = 0, server_id: int = 0, read_prefs: bytes | None = None) -> Any:
+    """Submit one job (``core.submit``'s arguments), in ``session`` if given, and await it with the
+    design's cancellation rule."""
     if session is None:
-        future = core.submit(op, kind, db, coll, cmd, opts, codec, flags, server_id)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            core.cancel(future)
-            raise
-    return await session._run(core, op, kind, db, coll, cmd, opts, codec, flags, server_id)
+        return await execute(core, core.submit(op, kind, db, coll, cmd, opts, codec, flags,
+                                               server_id, None, read_prefs))
+    return await session._run(core, op, kind, db, coll, cmd, opts, codec, flags, server_id,
+                              read_prefs)
 
 
 def check_session(client: "AsyncMongoClient", session: Any) -> AsyncClientSession | None:

@@ -8,36 +8,31 @@ from __future__ import annotations
 
 from asyncio import CancelledError
 from collections.abc import Mapping as AbcMapping
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable
 
 import bson
 from bson.codec_options import CodecOptions
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
-from bson.son import SON
 from pymongo import common, helpers_shared
 from pymongo.collation import validate_collation_or_none
 from pymongo.errors import (
     BulkWriteError,
     ConfigurationError,
-    DocumentTooLarge,
     InvalidName,
     InvalidOperation,
 )
 from pymongo.read_concern import ReadConcern
-from pymongo.read_preferences import _ServerMode
 from pymongo.results import InsertManyResult, InsertOneResult
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo._collection_admin import _AdminMixin
 from asyncmongo._collection_reads import _ReadsMixin
-from asyncmongo._collection_writes import _WritesMixin, bulk_api_result
-from asyncmongo._options import MAX_BSON_SIZE
-
-# Room PyMongo allows a command beyond the largest document it carries.
-_COMMAND_OVERHEAD = 16382
+from asyncmongo._bulk import bulk_api_result
+from asyncmongo._collection_writes import _WritesMixin
+from asyncmongo._common import MAX_BSON_SIZE, check_command_size, check_options, read_prefs, too_large
+from asyncmongo.client_session import check_session, run_in_session
 
 if TYPE_CHECKING:
     from asyncmongo.database import AsyncDatabase
@@ -62,40 +57,6 @@ def _check_name(name: Any) -> None:
     if "\x00" in name:
         raise InvalidName("collection names must not contain the null character")
 
-
-def _too_large(size: int) -> DocumentTooLarge:
-    return DocumentTooLarge(
-        f"BSON document too large ({size} bytes) - the connected server supports BSON document "
-        f"sizes up to {MAX_BSON_SIZE} bytes."
-    )
-
-
-def check_command_size(cmd: bytes) -> bytes:
-    """Refuse a command the server could not take, before sending it (PyMongo's allowance)."""
-    if len(cmd) > MAX_BSON_SIZE + _COMMAND_OVERHEAD:
-        raise _too_large(len(cmd))
-    return cmd
-
-
-def check_options(codec_options: Any, read_preference: Any, write_concern: Any, read_concern: Any) -> None:
-    """The type checks (and messages) of PyMongo's BaseObject."""
-    if not isinstance(codec_options, CodecOptions):
-        raise TypeError("codec_options must be an instance of bson.codec_options.CodecOptions")
-    if not isinstance(read_preference, _ServerMode):
-        raise TypeError(
-            f"{read_preference!r} is not valid for read_preference. See "
-            "pymongo.read_preferences for valid options."
-        )
-    if not isinstance(write_concern, WriteConcern):
-        raise TypeError(
-            "write_concern must be an instance of pymongo.write_concern.WriteConcern, "
-            f"not {type(write_concern)}"
-        )
-    if not isinstance(read_concern, ReadConcern):
-        raise TypeError(
-            "read_concern must be an instance of pymongo.read_concern.ReadConcern, "
-            f"not {type(read_concern)}"
-        )
 
 
 class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
@@ -129,11 +90,9 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         self._acknowledged = wc.acknowledged
         rc = self._read_concern
         self._read_concern_doc = None if rc == client.read_concern else rc.document
-        # A read preference other than the client's travels to the core in the options.
+        # A read preference other than the client's travels with each read job.
         rp = self._read_preference
-        self._read_opts = (
-            None if rp == client.read_preference else _encode({"$readPreference": rp.document})
-        )
+        self._read_prefs = None if rp == client.read_preference else read_prefs(rp)
 
     # ---- identity and options --------------------------------------------------------------
 
@@ -240,7 +199,7 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
                 document["_id"] = ObjectId()
             raw = _encode(document, False, self._codec_options)
         if len(raw) > MAX_BSON_SIZE:
-            raise _too_large(len(raw))
+            raise too_large(len(raw))
         return raw
 
     def _insert_opts(self, comment: Any) -> bytes | None:
@@ -330,10 +289,11 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         core = self._client._core
         if session is not None:
             return await run_in_session(core, session, _OP_READ, _RES_FIRST, self._db_name, None, cmd,
-                                        self._find_opts(), self._codec_options)
-        future = core.submit(
-            _OP_READ, _RES_FIRST, self._db_name, None, cmd, self._find_opts(), self._codec_options
-        )
+                                        self._find_opts(), self._codec_options, 0, 0,
+                                        self._read_prefs)
+        # The common case inline: one submit, one await (execute()'s cancellation rule).
+        future = core.submit(_OP_READ, _RES_FIRST, self._db_name, None, cmd, self._find_opts(),
+                             self._codec_options, 0, 0, None, self._read_prefs)
         try:
             return await future
         except CancelledError:
@@ -388,8 +348,8 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
             cmd["let"] = let
         if allow_disk_use is not None:
             cmd["allowDiskUse"] = common.validate_boolean("allow_disk_use", allow_disk_use)
-        # The collection's read concern and read preference travel in the job's options
-        # (_find_opts), where libmongoc puts them, once, into the command.
+        # The collection's read concern travels in the job's options (_find_opts), where libmongoc
+        # puts it, once, into the command; its read preference beside them (_read_prefs).
         return check_command_size(_encode(cmd, False, self._codec_options)), session
 
     # ---- collection-level ------------------------------------------------------------------

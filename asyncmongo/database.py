@@ -21,23 +21,13 @@ from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
+from asyncmongo._common import check_command_size, check_options, primary_read, read_prefs
+from asyncmongo.change_stream import AsyncDatabaseChangeStream, open_change_stream
 from asyncmongo.client_session import check_session, run_in_session
-from asyncmongo.collection import AsyncCollection, check_command_size, check_options
-from asyncmongo.cursor import AsyncCommandCursor, run_cursor_command
+from asyncmongo.collection import AsyncCollection
+from asyncmongo.command_cursor import AsyncCommandCursor, run_cursor_command
 
 _encode = bson.encode
-_PRIMARY_OPTS = _encode({"$readPreference": {"mode": "primary"}})
-
-
-def _primary_read(client: "AsyncMongoClient") -> tuple[int, bytes | None]:
-    """(op, opts) for a read PyMongo always sends to the primary with no read concern
-    (listCollections, listIndexes, listDatabases): a retryable read, unless the client's read
-    concern (which libmongoc would add to a read) is set, then a plain command."""
-    if client.read_concern.level is not None:
-        return _core.OP_COMMAND, None  # a plain command goes to the primary, with no read concern
-    return _core.OP_READ, (None if client.read_preference.mode == 0 else _PRIMARY_OPTS)
-
-
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
 
@@ -82,9 +72,7 @@ class AsyncDatabase:
         rc = self._read_concern
         self._read_concern_doc = None if rc == client.read_concern else rc.document
         rp = self._read_preference
-        self._read_opts = (
-            None if rp == client.read_preference else _encode({"$readPreference": rp.document})
-        )
+        self._read_prefs = None if rp == client.read_preference else read_prefs(rp)
 
     @property
     def client(self) -> "AsyncMongoClient":
@@ -158,16 +146,15 @@ class AsyncDatabase:
             command.update(kwargs)
             if comment is not None:
                 command["comment"] = comment
-        opts = None
+        prefs = None
         if read_preference is not None:
             if not isinstance(read_preference, _ServerMode):
                 raise TypeError(
                     f"{read_preference!r} is not valid for read_preference. See "
                     "pymongo.read_preferences for valid options."
                 )
-            if read_preference.mode != 0:
-                # The core takes "$readPreference" out of the options and selects the server by it.
-                opts = _encode({"$readPreference": read_preference.document})
+            if read_preference.mode != 0:  # the core selects the server by it
+                prefs = read_prefs(read_preference)
         if codec_options is None:
             codec_options = DEFAULT_CODEC_OPTIONS
         if not isinstance(codec_options, CodecOptions):
@@ -176,7 +163,8 @@ class AsyncDatabase:
         core = self._client._core
         try:
             return await run_in_session(
-                core, session, _core.OP_COMMAND, _core.RES_DOC, self._name, None, cmd, opts, codec_options
+                core, session, _core.OP_COMMAND, _core.RES_DOC, self._name, None, cmd, None,
+                codec_options, 0, 0, prefs,
             )
         except OperationFailure as exc:
             details = exc.details or {}
@@ -229,11 +217,11 @@ class AsyncDatabase:
         if comment is not None:
             kwargs["comment"] = comment
         cmd.update(kwargs)
-        op, opts = _primary_read(self._client)
+        op, prefs = primary_read(self._client)
         # PyMongo decodes this listing with the default codec options (plain dicts).
         return await run_cursor_command(
-            self._client, self._name, cmd, DEFAULT_CODEC_OPTIONS, opts, op, comment=comment,
-            session=session,
+            self._client, self._name, cmd, DEFAULT_CODEC_OPTIONS, op=op, read_prefs=prefs,
+            comment=comment, session=session,
         )
 
     async def list_collection_names(
@@ -352,17 +340,16 @@ class AsyncDatabase:
                 opts_doc["writeConcern"] = cmd.pop("writeConcern")
             elif self._write_opts is not None:
                 opts_doc["writeConcern"] = self._write_concern.document
-            if self._read_preference.mode != 0:
-                opts_doc["$readPreference"] = self._read_preference.document
             opts = _encode(opts_doc) if opts_doc else None
         else:
-            # Explicit even when it is the client's: the cursor's server is selected by the core
-            # (FLAG_PIN), which takes no read preference as primary.
-            rp = self._read_preference
+            opts = None
             op = _core.OP_READ
-            opts = None if rp.mode == 0 else _encode({"$readPreference": rp.document})
+        # Explicit even when it is the client's: the cursor's server is selected by the core
+        # (FLAG_PIN), which takes no read preference as primary.
+        rp = self._read_preference
+        prefs = None if rp.mode == 0 else read_prefs(rp)
         return await run_cursor_command(
-            self._client, self._name, cmd, self._codec_options, opts, op,
+            self._client, self._name, cmd, self._codec_options, opts, op, prefs,
             batch_size=batch_size, max_await_time_ms=max_await_time_ms,
             comment=options.get("comment"), session=session,
         )
@@ -385,8 +372,6 @@ class AsyncDatabase:
         """A change stream on every collection of this database (``AsyncDatabaseChangeStream``),
         already open: ``async with await db.watch() as stream: async for change in stream: ...``.
         Arguments as PyMongo's ``watch``."""
-        from asyncmongo.change_stream import AsyncDatabaseChangeStream, open_change_stream
-
         return await open_change_stream(
             AsyncDatabaseChangeStream, self, pipeline, full_document, resume_after,
             max_await_time_ms, batch_size, collation, start_at_operation_time, session, start_after,

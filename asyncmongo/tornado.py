@@ -15,12 +15,12 @@ from typing import Any, Callable
 
 from tornado.ioloop import IOLoop
 
-from asyncmongo._find_cursor import AsyncCursor
+from asyncmongo.cursor import AsyncCursor
 from asyncmongo.change_stream import AsyncChangeStream
 from asyncmongo.client import AsyncMongoClient
 from asyncmongo.client_session import AsyncClientSession
 from asyncmongo.collection import AsyncCollection
-from asyncmongo.cursor import AsyncCommandCursor
+from asyncmongo.command_cursor import AsyncCommandCursor
 from asyncmongo.database import AsyncDatabase
 
 __all__ = [

@@ -1,7 +1,12 @@
 /* asyncmongo.h: shared types and prototypes of the C core.
  * Ownership markers on prototypes: NEW (returns a new reference), BORROWED (returns a borrowed one),
- * STEALS(n) (takes over the reference passed as argument n). Functions ending in _nogil run without
- * the GIL and must not touch any PyObject; functions ending in _locked need the named mutex held. */
+ * STEALS(n) (takes over the reference passed as argument n).
+ * Suffixes say which thread may call a function, and a reader may trust them:
+ *   _nogil   runs on a native thread without the GIL (a worker, the spawner, a teardown thread) and
+ *            touches no Python API and no PyObject at all; it may block.
+ *   _locked  needs the named native mutex held.
+ * A function without a suffix runs on a Python thread with the GIL held, unless its comment says
+ * "pure C, any thread": then it touches no Python API, never blocks on I/O, and is safe both ways. */
 #ifndef ASYNCMONGO_H
 #define ASYNCMONGO_H
 
@@ -13,6 +18,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The protocol between the Python package and the core. Every name here is exported by the module
+ * (module.c) under the same name without the AMONGO_ prefix, typed in asyncmongo/_core.pyi, and used
+ * by name on both sides. */
+
 /* Operation kinds: which libmongoc entry point a worker calls. */
 enum {
     AMONGO_OP_COMMAND = 0,    /* mongoc_client_command_with_opts: no read/write logic */
@@ -20,10 +29,14 @@ enum {
     AMONGO_OP_WRITE = 2,      /* mongoc_client_write_command_with_opts: retryable writes, write concern */
     AMONGO_OP_READ_WRITE = 3, /* mongoc_client_read_write_command_with_opts */
     AMONGO_OP_INSERT = 4,     /* bulk insert of concatenated BSON documents (OP_MSG document sequence) */
-    AMONGO_OP_BULK = 5,       /* bulk write of concatenated operation documents (see jobs.c) */
+    AMONGO_OP_BULK = 5,       /* bulk write of concatenated operation documents (bulk.c) */
     AMONGO_OP_BARRIER = 6,    /* internal: resolves when every worker of a closing client has exited */
-    AMONGO_OP_SESSION = 7,    /* an explicit session's life: cmd {do: start|startTransaction|commit|
-                               * abort|end, opts: {...}} (jobs.c) */
+    /* An explicit session's life (sessions.c); cmd holds the options, `session` the session. */
+    AMONGO_OP_SESSION_START = 7,  /* opts {causalConsistency, snapshot}: the result is its capsule */
+    AMONGO_OP_TXN_START = 8,      /* opts {readConcern, writeConcern, readPreference, maxCommitTimeMS} */
+    AMONGO_OP_TXN_COMMIT = 9,     /* the server's reply is the result (its error labels matter) */
+    AMONGO_OP_TXN_ABORT = 10,
+    AMONGO_OP_SESSION_END = 11,   /* aborts an open transaction, gives the client back */
     AMONGO_OP_COUNT
 };
 
@@ -31,22 +44,31 @@ enum {
 enum {
     AMONGO_RES_DOC = 0,    /* the reply, decoded with the job's codec options */
     AMONGO_RES_FIRST = 1,  /* first document of the cursor batch, or None */
-    AMONGO_RES_CURSOR = 2, /* (cursor_id, ns, [documents], server_id, session capsule|None) */
+    AMONGO_RES_CURSOR = 2, /* a CursorBatch (module.c): id, namespace, documents, server, session */
     AMONGO_RES_WRITE = 3,  /* the reply as a dict; writeErrors raise WriteError / DuplicateKeyError */
     AMONGO_RES_BULK = 4,   /* the reply as a dict; writeErrors raise BulkWriteError */
     AMONGO_RES_NONE = 5,   /* None */
-    AMONGO_RES_STREAM = 6, /* as AMONGO_RES_CURSOR, plus a dict of cursor.postBatchResumeToken and
-                            * operationTime when the reply has them (change streams resume by them) */
-    AMONGO_RES_SESSION = 7, /* OP_SESSION "start": the new session's capsule; other actions: None */
+    AMONGO_RES_STREAM = 6, /* a CursorBatch with postBatchResumeToken and operationTime when the
+                            * reply has them (change streams resume by them) */
+    AMONGO_RES_SESSION = 7, /* AMONGO_OP_SESSION_START: the new session's capsule; else None */
     AMONGO_RES_COUNT
+};
+
+/* The operations of an AMONGO_OP_BULK job: each is a document {op, d, u, o} (bulk.c). */
+enum {
+    AMONGO_BULK_INSERT = 0,      /* d: the document */
+    AMONGO_BULK_UPDATE_ONE = 1,  /* d: filter, u: update (document or pipeline), o: options */
+    AMONGO_BULK_UPDATE_MANY = 2,
+    AMONGO_BULK_REPLACE_ONE = 3, /* u: the replacement */
+    AMONGO_BULK_DELETE_ONE = 4,  /* d: filter, o: options */
+    AMONGO_BULK_DELETE_MANY = 5,
 };
 
 /* Job flags. */
 #define AMONGO_FLAG_PIN 0x1      /* select a server first, run there, report its id (cursor owners) */
-#define AMONGO_FLAG_ORDERED 0x2  /* bulk inserts: stop at the first error */
-#define AMONGO_FLAG_BYPASS 0x4   /* bulk inserts: bypassDocumentValidation */
+#define AMONGO_FLAG_BYPASS 0x4   /* bulk writes: bypassDocumentValidation */
 #define AMONGO_FLAG_QUIET 0x8    /* fire and forget (killCursors): resolve with None whatever happens */
-#define AMONGO_FLAG_APM 0x10     /* record command monitoring events for the client's listeners */
+#define AMONGO_FLAG_APM 0x10     /* internal: record command monitoring events for the listeners */
 
 /* Wake-up paths of a completion queue. */
 #define AMONGO_WAKE_EVENTFD 0    /* worker writes an eventfd the loop watches: never waits for the GIL */
@@ -58,12 +80,15 @@ enum {
 typedef struct AmongoQueue AmongoQueue;
 typedef struct AmongoPool AmongoPool;
 
-/* The session of a server cursor. libmongoc gives every command its own implicit session, and a
- * server refuses a getMore sent in another session than the command that opened the cursor. So a
- * cursor-opening job takes a libmongoc client of its own from the pool, starts an explicit session
- * on it, and the cursor keeps both (a capsule held by the Python cursor) for its getMores and its
- * killCursors, run on any worker, one at a time (mu), until the cursor is exhausted or killed. */
-typedef struct AmongoCursorSession {
+/* A libmongoc session on a libmongoc client of its own (sessions.c). Two kinds share it:
+ * - a cursor's: libmongoc gives every command an implicit session, and a server refuses a getMore
+ *   sent in another session than the command that opened the cursor; so a cursor-opening job takes
+ *   a client of its own from the pool and starts a session on it, and the cursor keeps both (a
+ *   capsule held by the Python cursor) for its getMores and its killCursors, until the cursor is
+ *   exhausted or killed;
+ * - the user's (start_session), which lives until ended.
+ * Its jobs run on any worker, one at a time (mu). */
+typedef struct AmongoSession {
     pthread_mutex_t mu;          /* held by the worker using client and cs */
     mongoc_client_t *client;     /* NULL once released back to the pool */
     mongoc_client_session_t *cs;
@@ -72,7 +97,7 @@ typedef struct AmongoCursorSession {
     long fork_generation;
     bool user;                   /* an explicit session of the user's (start_session): it lives until
                                   * ended, never released by the end of a cursor */
-} AmongoCursorSession;
+} AmongoSession;
 
 /* A command monitoring event, recorded on the worker (plain C) and delivered on the loop thread. */
 typedef struct AmongoEvent {
@@ -109,16 +134,18 @@ typedef struct AmongoJob {
     size_t cmd_len;
     const uint8_t *opts;
     size_t opts_len;
+    const uint8_t *read_prefs; /* {mode, tags, maxStalenessSeconds} of the operation, or NULL */
+    size_t read_prefs_len;
 
     /* strong references, loop thread only */
     PyObject *future;
-    PyObject *db_obj, *coll_obj, *cmd_obj, *opts_obj;
+    PyObject *db_obj, *coll_obj, *cmd_obj, *opts_obj, *read_prefs_obj;
     PyObject *codec_options;
     PyObject *owner;        /* the AmongoClient: keeps the pool alive while the job exists */
     PyObject *apm_sink;     /* callable(events) for command monitoring, or NULL */
     AmongoQueue *queue;     /* completion queue of the future's loop */
     PyObject *session_obj;  /* capsule of the cursor's session (getMore, killCursors), or NULL */
-    AmongoCursorSession *session; /* borrowed from session_obj: used by the worker */
+    AmongoSession *session; /* borrowed from session_obj: used by the worker */
     mongoc_client_pool_t *mpool;  /* where a cursor-opening job takes its session's client */
     AmongoPool *pool;
 
@@ -134,13 +161,13 @@ typedef struct AmongoJob {
     uint32_t out_server_id;
     int64_t elapsed_us;     /* time the worker spent in libmongoc */
     AmongoEvent *events, *events_tail; /* AMONGO_FLAG_APM: recorded in order */
-    AmongoCursorSession *out_session;  /* a cursor opened (AMONGO_FLAG_PIN): its session */
+    AmongoSession *out_session;  /* a cursor opened (AMONGO_FLAG_PIN): its session */
 } AmongoJob;
 
 /* Module state: everything the module holds, listed once in AMONGO_STATE_OBJECTS so that traverse
  * and clear cannot drift apart. */
 #define AMONGO_STATE_OBJECTS(X) \
-    X(ClientType) X(QueueType) \
+    X(ClientType) X(QueueType) X(CursorBatchType) \
     X(get_running_loop) X(bson_to_dict) X(decode_all) X(default_codec_options) X(logger) \
     X(str_create_future) X(str_set_result) X(str_set_exception) X(str_done) X(str_add_reader) \
     X(str_call_soon_threadsafe) X(str_drain) \
@@ -185,11 +212,13 @@ int amongo_apm_deliver(AmongoState *st, AmongoJob *job);
 void amongo_apm_free_events(AmongoJob *job);
 
 /* jobs.c */
+void amongo_job_keep_reply_nogil(AmongoJob *job); /* job->reply was initialised: count it */
 AmongoJob *amongo_job_new(void);
 void amongo_job_free(AmongoJob *job);              /* loop thread: drops the references */
 void amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client);
 void amongo_job_complete(AmongoState *st, AmongoJob *job); /* loop thread: resolves the future */
 void amongo_job_discard(AmongoJob *job);           /* loop thread: drop without resolving */
+int amongo_jobs_init_types(PyObject *module, AmongoState *st); /* CursorBatch */
 
 /* workers.c (pure C) */
 AmongoPool *amongo_pool_new(mongoc_client_pool_t *mpool, int max_workers);
@@ -205,11 +234,20 @@ void amongo_pool_session_opened(AmongoPool *pool);
 void amongo_pool_session_closed(AmongoPool *pool);
 
 /* sessions.c */
-AmongoCursorSession *amongo_session_open_nogil(AmongoJob *job, const bson_t *opts,
-                                              bson_error_t *error);
-void amongo_session_release_nogil(AmongoCursorSession *s);
-PyObject *amongo_session_capsule(AmongoCursorSession *s); /* NEW; steals s */
-AmongoCursorSession *amongo_session_from_capsule(PyObject *capsule); /* BORROWED, NULL + error */
+AmongoSession *amongo_session_open_nogil(AmongoJob *job, const bson_t *opts, bson_error_t *error);
+void amongo_session_release(AmongoSession *s); /* pure C, any thread: ends it, client back */
+void amongo_session_free(AmongoSession *s);    /* pure C, any thread: release, then free */
+void amongo_job_run_session_nogil(AmongoJob *job);
+PyObject *amongo_session_capsule(AmongoSession *s); /* NEW; STEALS(1) */
+AmongoSession *amongo_session_from_capsule(PyObject *capsule); /* BORROWED, NULL + error */
+
+/* commands.c: AMONGO_OP_COMMAND .. AMONGO_OP_READ_WRITE */
+void amongo_job_run_command_nogil(AmongoJob *job, mongoc_client_t *client);
+mongoc_read_prefs_t *amongo_read_prefs_nogil(const bson_t *doc); /* caller destroys, or NULL */
+
+/* bulk.c: AMONGO_OP_INSERT and AMONGO_OP_BULK */
+void amongo_job_run_insert_nogil(AmongoJob *job, mongoc_client_t *client);
+void amongo_job_run_bulk_nogil(AmongoJob *job, mongoc_client_t *client);
 
 /* completion.c */
 int amongo_queue_init_type(PyObject *module, AmongoState *st);

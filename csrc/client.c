@@ -135,17 +135,23 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-/* submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0) -> Future */
+/* submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0, session=None,
+ *        read_preference=None) -> Future. Positional only: it is the hot path. */
 static PyObject *
 client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
 {
     AmongoState *st = client_state(self);
-    if (nargs < 7 || nargs > 10) {
-        PyErr_SetString(PyExc_TypeError, "submit() takes 7 to 10 arguments");
+    if (nargs < 7 || nargs > 11) {
+        PyErr_SetString(PyExc_TypeError, "submit() takes 7 to 11 arguments");
+        return NULL;
+    }
+    PyObject *read_prefs = nargs > 10 ? args[10] : Py_None;
+    if (read_prefs != Py_None && !PyBytes_Check(read_prefs)) {
+        PyErr_SetString(PyExc_TypeError, "submit(): read_preference: bytes|None");
         return NULL;
     }
     PyObject *session = nargs > 9 && args[9] != Py_None ? args[9] : NULL;
-    AmongoCursorSession *cursor_session = session ? amongo_session_from_capsule(session) : NULL;
+    AmongoSession *cursor_session = session ? amongo_session_from_capsule(session) : NULL;
     if (session && !cursor_session)
         return NULL;
     long op = PyLong_AsLong(args[0]);
@@ -206,11 +212,16 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
         job->opts = (const uint8_t *)PyBytes_AS_STRING(opts);
         job->opts_len = (size_t)PyBytes_GET_SIZE(opts);
     }
+    if (read_prefs != Py_None) {
+        job->read_prefs = (const uint8_t *)PyBytes_AS_STRING(read_prefs);
+        job->read_prefs_len = (size_t)PyBytes_GET_SIZE(read_prefs);
+    }
     job->future = Py_NewRef(future);
     job->db_obj = Py_NewRef(db);
     job->coll_obj = Py_NewRef(coll);
     job->cmd_obj = Py_NewRef(cmd);
     job->opts_obj = Py_NewRef(opts);
+    job->read_prefs_obj = Py_NewRef(read_prefs);
     job->codec_options = codec != Py_None ? Py_NewRef(codec) : NULL;
     job->owner = Py_NewRef(self);
     if (self->apm_sink) {
@@ -492,7 +503,8 @@ client_dealloc(AmongoClient *self)
 
 static PyMethodDef client_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))client_submit, METH_FASTCALL,
-     "submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0, session=None)"},
+     "submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0, session=None, "
+     "read_preference=None)"},
     {"cancel", (PyCFunction)client_cancel, METH_O, "cancel(future) -> bool: unqueue a job not yet run"},
     {"close", (PyCFunction)client_close, METH_NOARGS, "close() -> Future | None"},
     {"destroy", (PyCFunction)client_destroy, METH_NOARGS, "destroy(): release the pool after close"},

@@ -172,31 +172,20 @@ module_exec(PyObject *m)
 #undef INTERN
 
     if (amongo_errors_init(st) < 0 || amongo_queue_init_type(m, st) < 0 ||
-        amongo_client_init_type(m, st) < 0)
+        amongo_client_init_type(m, st) < 0 || amongo_jobs_init_types(m, st) < 0)
         return -1;
 
-#define CONST(name, value) \
-    if (PyModule_AddIntConstant(m, name, value) < 0) \
+#define CONST(name) \
+    if (PyModule_AddIntConstant(m, #name, AMONGO_##name) < 0) \
         return -1;
-    CONST("OP_COMMAND", AMONGO_OP_COMMAND);
-    CONST("OP_READ", AMONGO_OP_READ);
-    CONST("OP_WRITE", AMONGO_OP_WRITE);
-    CONST("OP_READ_WRITE", AMONGO_OP_READ_WRITE);
-    CONST("OP_INSERT", AMONGO_OP_INSERT);
-    CONST("OP_BULK", AMONGO_OP_BULK);
-    CONST("OP_SESSION", AMONGO_OP_SESSION);
-    CONST("RES_DOC", AMONGO_RES_DOC);
-    CONST("RES_FIRST", AMONGO_RES_FIRST);
-    CONST("RES_CURSOR", AMONGO_RES_CURSOR);
-    CONST("RES_WRITE", AMONGO_RES_WRITE);
-    CONST("RES_BULK", AMONGO_RES_BULK);
-    CONST("RES_NONE", AMONGO_RES_NONE);
-    CONST("RES_STREAM", AMONGO_RES_STREAM);
-    CONST("RES_SESSION", AMONGO_RES_SESSION);
-    CONST("FLAG_PIN", AMONGO_FLAG_PIN);
-    CONST("FLAG_ORDERED", AMONGO_FLAG_ORDERED);
-    CONST("FLAG_BYPASS", AMONGO_FLAG_BYPASS);
-    CONST("FLAG_QUIET", AMONGO_FLAG_QUIET);
+    CONST(OP_COMMAND) CONST(OP_READ) CONST(OP_WRITE) CONST(OP_READ_WRITE) CONST(OP_INSERT)
+    CONST(OP_BULK) CONST(OP_SESSION_START) CONST(OP_TXN_START) CONST(OP_TXN_COMMIT)
+    CONST(OP_TXN_ABORT) CONST(OP_SESSION_END)
+    CONST(RES_DOC) CONST(RES_FIRST) CONST(RES_CURSOR) CONST(RES_WRITE) CONST(RES_BULK)
+    CONST(RES_NONE) CONST(RES_STREAM) CONST(RES_SESSION)
+    CONST(BULK_INSERT) CONST(BULK_UPDATE_ONE) CONST(BULK_UPDATE_MANY) CONST(BULK_REPLACE_ONE)
+    CONST(BULK_DELETE_ONE) CONST(BULK_DELETE_MANY)
+    CONST(FLAG_PIN) CONST(FLAG_BYPASS) CONST(FLAG_QUIET)
 #undef CONST
     if (PyModule_AddStringConstant(m, "MONGOC_VERSION", mongoc_get_version()) < 0 ||
         PyModule_AddStringConstant(m, "BSON_VERSION", bson_get_version()) < 0)

@@ -25,7 +25,7 @@ from pymongo.errors import (
 from pymongo.server_api import ServerApi
 
 from asyncmongo import AsyncMongoClient, _core
-from asyncmongo._options import MAX_BSON_SIZE
+from asyncmongo._common import MAX_BSON_SIZE
 
 MIB = 1024 * 1024
 

@@ -22,7 +22,7 @@ from pymongo.cursor import CursorType
 from pymongo.errors import CursorNotFound, InvalidOperation, OperationFailure
 
 from asyncmongo import _core
-from asyncmongo._find_cursor import AsyncCursor
+from asyncmongo.cursor import AsyncCursor
 from tests.proxy import DelayProxy
 
 

@@ -23,7 +23,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import AsyncCollection, AsyncDatabase
-from asyncmongo.cursor import AsyncCommandCursor
+from asyncmongo.command_cursor import AsyncCommandCursor
 
 
 class Recorder(monitoring.CommandListener):

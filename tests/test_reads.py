@@ -25,7 +25,7 @@ from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo.cursor import AsyncCommandCursor
+from asyncmongo.command_cursor import AsyncCommandCursor
 
 WORDS = ["b", "A", "a", "B", "c", "é", "E"]
 

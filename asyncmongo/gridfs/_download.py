@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from pymongo.errors import InvalidOperation
 
-from asyncmongo._find_cursor import _CLONED, AsyncCursor
+from asyncmongo.cursor import _CLONED, AsyncCursor
 from asyncmongo.collection import AsyncCollection
 from asyncmongo.gridfs._common import (
     FIRST_WINDOW_BYTES,

@@ -1,0 +1,255 @@
+"""Async command cursors: plain data (cursor id, namespace, server id), one core job per batch.
+
+libmongoc's own cursors may only be used from the thread that made them, so a cursor here keeps no
+libmongoc object: the first batch comes from a command (aggregate, listIndexes...) run on any worker
+with its server pinned, and each further batch is one getMore job sent to that same server. A batch
+is decoded in one call. An unfinished cursor sends killCursors when closed or collected.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Mapping
+
+import bson
+from bson.codec_options import CodecOptions
+from bson.int64 import Int64
+from pymongo.errors import InvalidOperation
+
+from asyncmongo import _core
+from asyncmongo._execute import execute
+from asyncmongo.client_session import run_in_session
+
+if TYPE_CHECKING:
+    from asyncmongo.client import AsyncMongoClient
+
+_encode = bson.encode
+CursorBatch = _core.CursorBatch
+
+
+def ready_batch(documents: list[Any], namespace: str) -> Any:
+    """A batch that needs no server cursor (a command that answers in one reply)."""
+    return CursorBatch((0, namespace, documents, 0, None, None, None))
+
+
+class AsyncCommandCursor:
+    """A cursor over the results of a command that returns one (aggregate, listIndexes, ...), with
+    PyMongo's ``AsyncCommandCursor`` API: ``async for``, ``next()``, ``try_next()``, ``to_list()``,
+    ``close()``, ``async with``, ``alive``, ``cursor_id``, ``address``."""
+
+    # What the getMore jobs return (a change stream's cursor asks for its resume tokens too).
+    _result_kind = _core.RES_CURSOR
+
+    def __init__(
+        self,
+        client: "AsyncMongoClient",
+        db_name: str,
+        first: Any,
+        codec_options: CodecOptions,
+        batch_size: int | None = None,
+        max_await_time_ms: int | None = None,
+        comment: Any = None,
+        session: Any = None,
+    ) -> None:
+        # `first`: the _core.CursorBatch of the command that opened the cursor.
+        self._client = client
+        self._core = client._core
+        self._db_name = db_name
+        self._id = first.cursor_id
+        self._ns = first.namespace or ""
+        self._coll_name = self._ns.split(".", 1)[1] if "." in self._ns else ""
+        self._server_id = first.server_id
+        # The session the server cursor lives in (a core capsule), for the getMores; None when
+        # the first batch was the last or the core fell back to implicit sessions. In an explicit
+        # session (the user's AsyncClientSession) the getMores run in that one.
+        self._session = first.session
+        self._user_session = session
+        self._codec_options = codec_options
+        self._batch_size = batch_size
+        self._max_await_time_ms = max_await_time_ms
+        self._comment = comment
+        self._data: deque[Any] = deque(first.documents)
+        self._killed = first.cursor_id == 0
+
+    # ---- properties ------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """True while documents may still come: buffered ones, or a live cursor on the server."""
+        return bool(self._data) or not self._killed
+
+    @property
+    def cursor_id(self) -> int | None:
+        return self._id
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self._client.address
+
+    def batch_size(self, batch_size: int) -> "AsyncCommandCursor":
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise TypeError("batch_size must be an integer")
+        if batch_size < 0:
+            raise ValueError("batch_size must be >= 0")
+        self._batch_size = batch_size
+        return self
+
+    # ---- fetching --------------------------------------------------------------------------
+
+    async def _get_more(self) -> None:
+        """One job: the next batch from the cursor's server, decoded in one call."""
+        cmd = getmore_command(self._id, self._coll_name, self._batch_size, self._max_await_time_ms,
+                              self._comment)
+        # A failed or cancelled fetch changes nothing here: the cursor stays closable.
+        batch = await run_getmore(
+            self._core, self._user_session, self._session, self._result_kind, self._db_name, cmd,
+            self._codec_options, self._server_id,
+        )
+        self._on_batch(batch)
+
+    def _on_batch(self, batch: Any) -> None:
+        if not self._killed:  # a close() that ran meanwhile stays closed
+            self._id = batch.cursor_id
+            if batch.cursor_id == 0:  # exhausted (or, for a change stream, invalidated)
+                self._killed = True
+                self._session = None
+        self._data.extend(batch.documents)
+
+    async def _refresh(self) -> int:
+        if not self._data and not self._killed:
+            await self._get_more()
+        return len(self._data)
+
+    async def next(self) -> Any:
+        while not self._data:
+            if self._killed:
+                raise StopAsyncIteration
+            await self._get_more()
+        return self._data.popleft()
+
+    __anext__ = next
+
+    def __aiter__(self) -> "AsyncCommandCursor":
+        return self
+
+    async def try_next(self) -> Any:
+        """The next document, or None if none is buffered and one getMore brings none."""
+        if not self._data and not self._killed:
+            await self._get_more()
+        return self._data.popleft() if self._data else None
+
+    async def to_list(self, length: int | None = None) -> list[Any]:
+        if length is not None:
+            if not isinstance(length, int) or isinstance(length, bool):
+                raise TypeError("length must be an int or None")
+            if length < 1:
+                raise ValueError("to_list() length must be greater than 0")
+        out: list[Any] = []
+        while length is None or len(out) < length:
+            if not self._data:
+                if self._killed:
+                    break
+                await self._get_more()
+                continue
+            take = len(self._data) if length is None else min(len(self._data), length - len(out))
+            out.extend(self._data.popleft() for _ in range(take))
+        return out
+
+    # ---- closing ---------------------------------------------------------------------------
+
+    def _kill_request(self) -> Any:
+        """Send killCursors without waiting (fire and forget: the job never raises), if needed.
+        In the cursor's session, so it runs after a getMore still in flight there. Returns the
+        job's future, or None when nothing needs to be (or can be) sent."""
+        if self._killed or not self._id:
+            self._killed = True
+            return None
+        self._killed = True
+        core = self._core
+        if core is None or core.closed:
+            return None
+        cmd = _encode({"killCursors": self._coll_name, "cursors": [Int64(self._id)]})
+        session, self._session = self._session, None
+        user = self._user_session
+        if user is not None:
+            # Fire and forget in the user's session: it waits there for any running operation.
+            if user.has_ended or user._capsule is None:
+                return None
+            session = user._capsule
+        try:
+            return core.submit(_core.OP_COMMAND, _core.RES_NONE, self._db_name, None, cmd, None,
+                               None, _core.FLAG_QUIET, self._server_id, session)
+        except InvalidOperation:  # the client closed meanwhile: the server dropped the cursor
+            return None
+
+    async def close(self) -> None:
+        self._data.clear()
+        future = self._kill_request()
+        if future is not None:
+            await future
+
+    async def __aenter__(self) -> "AsyncCommandCursor":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __del__(self, _exiting: Any = _core.exiting) -> None:
+        # Collected unfinished: kill it on the server, if a loop is running to carry the request
+        # (not at interpreter exit: the server times the cursor out).
+        if getattr(self, "_killed", True) or _exiting():
+            return
+        try:
+            self._kill_request()
+        except Exception:
+            pass  # no running loop or a closed client: the server times the cursor out
+
+
+def getmore_command(cursor_id: int, coll_name: str, batch_size: int | None,
+                    max_time_ms: int | None, comment: Any) -> bytes:
+    """A getMore, with PyMongo's optional fields."""
+    cmd: dict[str, Any] = {"getMore": Int64(cursor_id), "collection": coll_name}
+    if batch_size:
+        cmd["batchSize"] = batch_size
+    if max_time_ms is not None:
+        cmd["maxTimeMS"] = max_time_ms
+    if comment is not None:
+        cmd["comment"] = comment
+    return _encode(cmd)
+
+
+async def run_getmore(core: Any, user_session: Any, capsule: Any, result_kind: int, db_name: str,
+                      cmd: bytes, codec_options: CodecOptions, server_id: int) -> Any:
+    """One getMore job on the cursor's server: in the user's explicit session if the cursor was
+    opened in one, else in the cursor's own session (``capsule``)."""
+    if user_session is not None:
+        return await run_in_session(core, user_session, _core.OP_READ, result_kind, db_name, None,
+                                    cmd, None, codec_options, 0, server_id)
+    return await execute(core, core.submit(_core.OP_READ, result_kind, db_name, None, cmd, None,
+                                           codec_options, 0, server_id, capsule))
+
+
+async def run_cursor_command(
+    client: "AsyncMongoClient",
+    db_name: str,
+    command: Mapping[str, Any],
+    codec_options: CodecOptions,
+    opts: bytes | None = None,
+    op: int = _core.OP_READ,
+    read_prefs: bytes | None = None,
+    batch_size: int | None = None,
+    max_await_time_ms: int | None = None,
+    comment: Any = None,
+    cursor_class: type = AsyncCommandCursor,
+    session: Any = None,
+) -> Any:
+    """Run a command that opens a cursor (its server pinned for the getMores) and wrap it."""
+    first = await run_in_session(
+        client._core, session, op, _core.RES_CURSOR, db_name, None,
+        _encode(command, False, codec_options), opts, codec_options, _core.FLAG_PIN, 0, read_prefs,
+    )
+    return cursor_class(client, db_name, first, codec_options, batch_size, max_await_time_ms, comment,
+                        session)
+
+
+__all__ = ["AsyncCommandCursor", "CursorBatch"]

@@ -1,0 +1,330 @@
+/* commands.c: running one command job on a worker (AMONGO_OP_COMMAND .. AMONGO_OP_READ_WRITE).
+ * Pure C, no GIL: the steps are named (session enter/leave, server selection, options, dispatch)
+ * and share one cleanup path; the result is left in the job for the loop thread. */
+#include "asyncmongo.h"
+
+/* Everything one command run takes and must give back. */
+typedef struct {
+    bson_t cmd;                    /* over job->cmd: no copy */
+    bson_t opts_in;                /* over job->opts, or empty */
+    bson_t opts;                   /* what is sent: opts_in plus serverId and the session */
+    bool opts_built;
+    mongoc_read_prefs_t *prefs;    /* the operation's read preference, or NULL */
+    mongoc_client_t *client;       /* the worker's, or the session's */
+    mongoc_client_session_t *cs;   /* the session the command runs in, or NULL (implicit) */
+    AmongoSession *opened;         /* a cursor's session opened by this job (AMONGO_FLAG_PIN) */
+    bool in_txn;                   /* inside the user's transaction: its concerns rule */
+    bool write_on_secondary;       /* $out/$merge sent as a read to a non-primary server */
+    uint32_t server_id;
+} CommandRun;
+
+/* {mode: "secondary", tags: [...], maxStalenessSeconds: n} -> mongoc_read_prefs_t, or NULL. */
+mongoc_read_prefs_t *
+amongo_read_prefs_nogil(const bson_t *doc)
+{
+    static const struct {
+        const char *name;
+        mongoc_read_mode_t mode;
+    } modes[] = {{"primary", MONGOC_READ_PRIMARY},
+                 {"primaryPreferred", MONGOC_READ_PRIMARY_PREFERRED},
+                 {"secondary", MONGOC_READ_SECONDARY},
+                 {"secondaryPreferred", MONGOC_READ_SECONDARY_PREFERRED},
+                 {"nearest", MONGOC_READ_NEAREST}};
+    bson_iter_t f;
+    if (!bson_iter_init(&f, doc))
+        return NULL;
+    mongoc_read_prefs_t *prefs = mongoc_read_prefs_new(MONGOC_READ_PRIMARY);
+    while (bson_iter_next(&f)) {
+        const char *key = bson_iter_key(&f);
+        if (!strcmp(key, "mode") && BSON_ITER_HOLDS_UTF8(&f)) {
+            const char *mode = bson_iter_utf8(&f, NULL);
+            for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+                if (!strcmp(mode, modes[i].name))
+                    mongoc_read_prefs_set_mode(prefs, modes[i].mode);
+        } else if (!strcmp(key, "tags") && BSON_ITER_HOLDS_ARRAY(&f)) {
+            uint32_t len;
+            const uint8_t *data;
+            bson_t tags;
+            bson_iter_array(&f, &len, &data);
+            if (bson_init_static(&tags, data, len))
+                mongoc_read_prefs_set_tags(prefs, &tags);
+        } else if (!strcmp(key, "maxStalenessSeconds")) {
+            mongoc_read_prefs_set_max_staleness_seconds(prefs, bson_iter_as_int64(&f));
+        }
+    }
+    return prefs;
+}
+
+/* Find cursor.{firstBatch,nextBatch} and cursor.id in a command reply. For AMONGO_RES_FIRST keep a
+ * pointer to the first document; for the cursor kinds copy the documents end to end, so that the
+ * loop thread decodes the whole batch with one call. */
+static void
+command_extract_batch_nogil(AmongoJob *job)
+{
+    bson_iter_t it, cursor, batch;
+    if (!bson_iter_init_find(&it, &job->reply, "cursor") || !BSON_ITER_HOLDS_DOCUMENT(&it) ||
+        !bson_iter_recurse(&it, &cursor)) {
+        job->ok = false;
+        bson_set_error(&job->error, MONGOC_ERROR_PROTOCOL, MONGOC_ERROR_PROTOCOL_INVALID_REPLY,
+                       "the server's reply has no cursor document");
+        return;
+    }
+    bool have_batch = false;
+    while (bson_iter_next(&cursor)) {
+        const char *key = bson_iter_key(&cursor);
+        if (!strcmp(key, "id")) {
+            job->cursor_id = bson_iter_as_int64(&cursor);
+        } else if ((!strcmp(key, "firstBatch") || !strcmp(key, "nextBatch")) &&
+                   BSON_ITER_HOLDS_ARRAY(&cursor)) {
+            batch = cursor;
+            have_batch = true;
+        }
+    }
+    bson_iter_t doc;
+    if (!have_batch || !bson_iter_recurse(&batch, &doc))
+        return;
+    uint32_t len;
+    const uint8_t *data;
+    if (job->result_kind == AMONGO_RES_FIRST) {
+        while (bson_iter_next(&doc)) {
+            if (BSON_ITER_HOLDS_DOCUMENT(&doc)) {
+                bson_iter_document(&doc, &len, &job->first);
+                return;
+            }
+        }
+        return;
+    }
+    size_t total = 0;
+    bson_iter_t count = doc;
+    while (bson_iter_next(&count)) {
+        if (BSON_ITER_HOLDS_DOCUMENT(&count)) {
+            bson_iter_document(&count, &len, &data);
+            total += len;
+        }
+    }
+    if (!total)
+        return;
+    job->batch = bson_malloc(total);
+    while (bson_iter_next(&doc)) {
+        if (BSON_ITER_HOLDS_DOCUMENT(&doc)) {
+            bson_iter_document(&doc, &len, &data);
+            memcpy(job->batch + job->batch_len, data, len);
+            job->batch_len += len;
+        }
+    }
+}
+
+/* Parse the job's inputs; choose the client and session it runs with: a cursor's getMores and
+ * killCursors run in the session that opened it, and a cursor-opening job opens one. Whatever it
+ * returns, command_leave_nogil gives back what it took. */
+static bool
+command_enter_nogil(AmongoJob *job, mongoc_client_t *client, CommandRun *run)
+{
+    memset(run, 0, sizeof *run);
+    run->client = client;
+    if (job->opts_len)
+        bson_init_static(&run->opts_in, job->opts, job->opts_len);
+    else
+        bson_init(&run->opts_in);
+    if (job->read_prefs_len) {
+        bson_t doc;
+        if (bson_init_static(&doc, job->read_prefs, job->read_prefs_len))
+            run->prefs = amongo_read_prefs_nogil(&doc);
+    }
+    if (job->session) {
+        pthread_mutex_lock(&job->session->mu);
+        if (job->session->client) {
+            run->client = job->session->client;
+            run->cs = job->session->cs;
+        }
+    } else if ((job->flags & AMONGO_FLAG_PIN) && job->mpool) {
+        bson_error_t unused; /* no free client: the cursor falls back to implicit sessions */
+        run->opened = amongo_session_open_nogil(job, NULL, &unused);
+        if (run->opened) {
+            run->client = run->opened->client;
+            run->cs = run->opened->cs;
+        }
+    }
+    /* Inside a transaction the transaction's concerns and read preference rule (as PyMongo):
+     * libmongoc refuses an operation's own, so they are left out. */
+    run->in_txn = job->session && job->session->user && run->cs &&
+                  mongoc_client_session_in_transaction(run->cs);
+    if (run->in_txn && run->prefs) {
+        mongoc_read_prefs_destroy(run->prefs);
+        run->prefs = NULL;
+    }
+    if (!bson_init_static(&run->cmd, job->cmd, job->cmd_len)) {
+        bson_set_error(&job->error, MONGOC_ERROR_BSON, MONGOC_ERROR_BSON_INVALID,
+                       "invalid command document");
+        return false;
+    }
+    return true;
+}
+
+/* After the command: a session that opened a live cursor goes to the cursor; one whose cursor is
+ * done (exhausted, killed, failed) goes back; the cursor's session taken for this job is unlocked.
+ * Then everything the run took is given back. */
+static void
+command_leave_nogil(AmongoJob *job, CommandRun *run)
+{
+    bool live = job->ok && job->cursor_id != 0 &&
+                (job->result_kind == AMONGO_RES_CURSOR || job->result_kind == AMONGO_RES_STREAM);
+    if (run->opened) {
+        if (live)
+            job->out_session = run->opened;
+        else
+            amongo_session_free(run->opened);
+    }
+    if (job->session) {
+        if (!live && !job->session->user)
+            amongo_session_release(job->session);
+        pthread_mutex_unlock(&job->session->mu);
+    }
+    if (run->prefs)
+        mongoc_read_prefs_destroy(run->prefs);
+    if (run->opts_built)
+        bson_destroy(&run->opts);
+    bson_destroy(&run->opts_in);
+}
+
+/* 1 if every server known after selecting one by `prefs` (which discovers the deployment) has
+ * maxWireVersion >= `wire`, 0 if not, -1 with `error` set if no server matches `prefs`. */
+static int
+all_servers_since_nogil(mongoc_client_t *client, const mongoc_read_prefs_t *prefs, int wire,
+                        bson_error_t *error)
+{
+    mongoc_server_description_t *sd = mongoc_client_select_server(client, false, prefs, error);
+    if (!sd)
+        return -1;
+    mongoc_server_description_destroy(sd);
+    size_t n = 0;
+    mongoc_server_description_t **sds = mongoc_client_get_server_descriptions(client, &n);
+    bool all = n > 0;
+    for (size_t i = 0; i < n && all; i++) {
+        const bson_t *hello = mongoc_server_description_hello_response(sds[i]);
+        bson_iter_t it;
+        all = hello && bson_iter_init_find(&it, hello, "maxWireVersion") &&
+              bson_iter_as_int64(&it) >= wire;
+    }
+    mongoc_server_descriptions_destroy_all(sds, n);
+    return all ? 1 : 0;
+}
+
+/* Where the command goes. A pipeline that writes ($out, $merge) with a non-primary read preference
+ * may run on a secondary when every server is 5.0+ (the CRUD specification, as
+ * mongoc_collection_aggregate decides), else on the primary with the preference dropped. A cursor
+ * owner pins its server, so that getMore and killCursors reach the same one. False with
+ * job->error set when no server can be selected. */
+static bool
+command_select_server_nogil(AmongoJob *job, CommandRun *run)
+{
+    if (job->op == AMONGO_OP_READ_WRITE && run->prefs && !run->in_txn &&
+        mongoc_read_prefs_get_mode(run->prefs) != MONGOC_READ_PRIMARY) {
+        int since = all_servers_since_nogil(run->client, run->prefs, 13, &job->error);
+        if (since < 0)
+            return false; /* no server for the preference: as PyMongo, a selection error */
+        run->write_on_secondary = since == 1;
+        if (!run->write_on_secondary) {
+            mongoc_read_prefs_destroy(run->prefs);
+            run->prefs = NULL;
+        }
+    }
+    run->server_id = run->in_txn ? 0 : job->server_id; /* a transaction has its own server */
+    if (!run->server_id && !run->in_txn && (job->flags & AMONGO_FLAG_PIN)) {
+        bool for_writes =
+            job->op != AMONGO_OP_READ && job->op != AMONGO_OP_COMMAND && !run->write_on_secondary;
+        /* A read without its own preference follows the client's, as the command itself would. */
+        const mongoc_read_prefs_t *select_prefs = run->prefs;
+        if (!select_prefs && job->op == AMONGO_OP_READ)
+            select_prefs = mongoc_client_get_read_prefs(run->client);
+        mongoc_server_description_t *sd = mongoc_client_select_server(
+            run->client, for_writes, for_writes ? NULL : select_prefs, &job->error);
+        if (!sd)
+            return false;
+        run->server_id = mongoc_server_description_id(sd);
+        mongoc_server_description_destroy(sd);
+    }
+    job->out_server_id = run->server_id;
+    return true;
+}
+
+/* The options sent: the job's, with serverId and the session added, and inside a transaction
+ * without the concerns the transaction sets. */
+static const bson_t *
+command_options_nogil(CommandRun *run)
+{
+    if (!run->server_id && !run->cs)
+        return &run->opts_in;
+    bson_init(&run->opts);
+    run->opts_built = true;
+    if (run->in_txn)
+        bson_copy_to_excluding_noinit(&run->opts_in, &run->opts, "readConcern", "writeConcern",
+                                      NULL);
+    else
+        bson_concat(&run->opts, &run->opts_in);
+    if (run->server_id)
+        BSON_APPEND_INT32(&run->opts, "serverId", (int32_t)run->server_id);
+    if (run->cs)
+        mongoc_client_session_append(run->cs, &run->opts, NULL);
+    return &run->opts;
+}
+
+/* libmongoc's read-write command ignores read preferences: a write on a secondary is sent as a
+ * read, with the write concern the read-write command would have added. */
+static bool
+command_write_on_secondary_nogil(AmongoJob *job, CommandRun *run, const bson_t *opts)
+{
+    bson_t with_wc;
+    bson_init(&with_wc);
+    bson_copy_to_excluding_noinit(opts, &with_wc, "writeConcern", NULL);
+    bson_iter_t wc_it;
+    const mongoc_write_concern_t *client_wc = mongoc_client_get_write_concern(run->client);
+    if (bson_iter_init_find(&wc_it, opts, "writeConcern"))
+        bson_append_iter(&with_wc, "writeConcern", -1, &wc_it);
+    else if (!mongoc_write_concern_is_default(client_wc))
+        mongoc_write_concern_append((mongoc_write_concern_t *)client_wc, &with_wc);
+    bool ok = mongoc_client_read_command_with_opts(run->client, job->db, &run->cmd, run->prefs,
+                                                   &with_wc, &job->reply, &job->error);
+    bson_destroy(&with_wc);
+    return ok;
+}
+
+/* The libmongoc call for the operation kind. libmongoc initialises the reply on every path. */
+static bool
+command_dispatch_nogil(AmongoJob *job, CommandRun *run, const bson_t *opts)
+{
+    mongoc_client_t *c = run->client;
+    switch (job->op) {
+    case AMONGO_OP_READ:
+        return mongoc_client_read_command_with_opts(c, job->db, &run->cmd, run->prefs, opts,
+                                                    &job->reply, &job->error);
+    case AMONGO_OP_WRITE:
+        return mongoc_client_write_command_with_opts(c, job->db, &run->cmd, opts, &job->reply,
+                                                     &job->error);
+    case AMONGO_OP_READ_WRITE:
+        if (run->write_on_secondary)
+            return command_write_on_secondary_nogil(job, run, opts);
+        return mongoc_client_read_write_command_with_opts(c, job->db, &run->cmd, NULL, opts,
+                                                          &job->reply, &job->error);
+    default:
+        return mongoc_client_command_with_opts(c, job->db, &run->cmd, run->prefs, opts,
+                                               &job->reply, &job->error);
+    }
+}
+
+void
+amongo_job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
+{
+    CommandRun run;
+    if (command_enter_nogil(job, client, &run) && command_select_server_nogil(job, &run)) {
+        job->ok = command_dispatch_nogil(job, &run, command_options_nogil(&run));
+    } else {
+        job->ok = false;
+        bson_init(&job->reply);
+    }
+    amongo_job_keep_reply_nogil(job);
+    if (job->ok && (job->result_kind == AMONGO_RES_FIRST || job->result_kind == AMONGO_RES_CURSOR ||
+                    job->result_kind == AMONGO_RES_STREAM))
+        command_extract_batch_nogil(job);
+    command_leave_nogil(job, &run);
+}
