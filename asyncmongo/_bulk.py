@@ -108,16 +108,20 @@ class BulkBuilder:
         raw = RawBSONDocument(self.coll._encode_document(document))
         self._add(K_INSERT, document, _encode({"op": _core.BULK_INSERT, "d": raw}))
 
-    def _options(self, upsert: Any, collation: Any, hint: Any) -> dict[str, Any]:
-        # Keys are left to the server as PyMongo does ("validate": False: no libmongoc key checks).
+    def _statement(self, op: dict[str, Any], upsert: Any, collation: Any, hint: Any,
+                   sort: Any = None, array_filters: Any = None) -> dict[str, Any]:
+        """Add the optional fields to PyMongo's statement ``op``; return libmongoc's options for
+        the operation. Keys are left to the server, as PyMongo does ("validate": False)."""
         o: dict[str, Any] = {"validate": False}
-        if upsert is not None:
-            o["upsert"] = upsert
-        if collation is not None:
-            self.uses_collation = True
-            o["collation"] = collation
-        if hint is not None:
-            o["hint"] = hint
+        for key, value in (("upsert", upsert), ("collation", collation),
+                           ("arrayFilters", array_filters), ("hint", hint)):
+            if value is not None:
+                op[key] = o[key] = value
+        self.uses_collation |= collation is not None
+        self.uses_array_filters |= array_filters is not None
+        if sort is not None:  # libmongoc 1.23 cannot send it: the command engine does
+            self.uses_sort = True
+            op["sort"] = sort
         return o
 
     def add_update(
@@ -133,21 +137,7 @@ class BulkBuilder:
     ) -> None:
         common.validate_ok_for_update(update)
         op: dict[str, Any] = {"q": selector, "u": update, "multi": multi}
-        if upsert is not None:
-            op["upsert"] = upsert
-        if collation is not None:
-            op["collation"] = collation
-        if array_filters is not None:
-            op["arrayFilters"] = array_filters
-        if hint is not None:
-            op["hint"] = hint
-        if sort is not None:
-            self.uses_sort = True
-            op["sort"] = sort
-        o = self._options(upsert, collation, hint)
-        if array_filters is not None:
-            self.uses_array_filters = True
-            o["arrayFilters"] = array_filters
+        o = self._statement(op, upsert, collation, hint, sort, array_filters)
         code = _core.BULK_UPDATE_MANY if multi else _core.BULK_UPDATE_ONE
         self._add(K_UPDATE, op, {"op": code, "d": selector, "u": update, "o": o})
 
@@ -162,27 +152,15 @@ class BulkBuilder:
     ) -> None:
         common.validate_ok_for_replace(replacement)
         op: dict[str, Any] = {"q": selector, "u": replacement}
-        if upsert is not None:
-            op["upsert"] = upsert
-        if collation is not None:
-            op["collation"] = collation
-        if hint is not None:
-            op["hint"] = hint
-        if sort is not None:
-            self.uses_sort = True
-            op["sort"] = sort
-        o = self._options(upsert, collation, hint)
-        self._add(K_UPDATE, op, {"op": _core.BULK_REPLACE_ONE, "d": selector, "u": replacement, "o": o})
+        o = self._statement(op, upsert, collation, hint, sort)
+        self._add(K_UPDATE, op, {"op": _core.BULK_REPLACE_ONE, "d": selector, "u": replacement,
+                                 "o": o})
 
     def add_delete(
         self, selector: Any, limit: int, collation: Any = None, hint: Any = None
     ) -> None:
         op: dict[str, Any] = {"q": selector, "limit": limit}
-        if collation is not None:
-            op["collation"] = collation
-        if hint is not None:
-            op["hint"] = hint
-        o = self._options(None, collation, hint)
+        o = self._statement(op, None, collation, hint)
         del o["validate"]  # not an option of libmongoc's deletes
         code = _core.BULK_DELETE_ONE if limit == 1 else _core.BULK_DELETE_MANY
         self._add(K_DELETE, op, {"op": code, "d": selector, "o": o})

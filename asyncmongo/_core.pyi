@@ -2,13 +2,20 @@
 import asyncio
 from typing import Any
 
+# The protocol between the package and the core: each name is defined once in csrc/asyncmongo.h.
+# Operation kinds (which libmongoc entry point a worker calls).
 OP_COMMAND: int
 OP_READ: int
 OP_WRITE: int
 OP_READ_WRITE: int
 OP_INSERT: int
 OP_BULK: int
-OP_SESSION: int
+OP_SESSION_START: int
+OP_TXN_START: int
+OP_TXN_COMMIT: int
+OP_TXN_ABORT: int
+OP_SESSION_END: int
+# Result kinds (what the loop thread makes of a finished job).
 RES_DOC: int
 RES_FIRST: int
 RES_CURSOR: int
@@ -17,12 +24,37 @@ RES_BULK: int
 RES_NONE: int
 RES_STREAM: int
 RES_SESSION: int
+# The operations of an OP_BULK job: documents {op, d, u, o}.
+BULK_INSERT: int
+BULK_UPDATE_ONE: int
+BULK_UPDATE_MANY: int
+BULK_REPLACE_ONE: int
+BULK_DELETE_ONE: int
+BULK_DELETE_MANY: int
+# Job flags.
 FLAG_PIN: int
-FLAG_ORDERED: int
 FLAG_BYPASS: int
 FLAG_QUIET: int
 MONGOC_VERSION: str
 BSON_VERSION: str
+
+class CursorBatch(tuple[Any, ...]):
+    """One batch of a server cursor (RES_CURSOR, RES_STREAM)."""
+    def __new__(cls, fields: tuple[Any, ...]) -> "CursorBatch": ...
+    @property
+    def cursor_id(self) -> int: ...
+    @property
+    def namespace(self) -> str | None: ...
+    @property
+    def documents(self) -> list[Any]: ...
+    @property
+    def server_id(self) -> int: ...
+    @property
+    def session(self) -> Any: ...
+    @property
+    def post_batch_resume_token(self) -> Any: ...
+    @property
+    def operation_time(self) -> Any: ...
 
 class CompletionQueue:
     mode: str
@@ -52,6 +84,8 @@ class Client:
         flags: int = 0,
         server_id: int = 0,
         session: Any = None,
+        read_preference: bytes | None = None,
+        /,
     ) -> asyncio.Future[Any]: ...
     def cancel(self, future: asyncio.Future[Any]) -> bool: ...
     def close(self) -> asyncio.Future[None] | None: ...

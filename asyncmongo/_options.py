@@ -18,6 +18,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference, make_read_preference, read_pref_mode_from_name
 from pymongo.write_concern import WriteConcern
 
+from asyncmongo import _core
 from asyncmongo.monitoring import command_listeners
 
 DEFAULT_MAX_POOL_SIZE = 100
@@ -188,7 +189,7 @@ class ClientOptions:
         if unsupported:
             raise ConfigurationError(
                 f"asyncmongo does not support the option(s) {', '.join(unsupported)} "
-                f"(libmongoc {_mongoc_version()} has no equivalent)"
+                f"(libmongoc {_core.MONGOC_VERSION} has no equivalent)"
             )
         self.options = options
         pool = options.get("maxpoolsize", DEFAULT_MAX_POOL_SIZE)
@@ -266,12 +267,6 @@ class ClientOptions:
         db = quote(self.database, safe="") if self.database else ""
         query = "?" + "&".join(params) if params else ""
         return f"mongodb://{auth}{hosts}/{db}{query}"
-
-
-def _mongoc_version() -> str:
-    from asyncmongo import _core
-
-    return _core.MONGOC_VERSION
 
 
 __all__ = ["ClientOptions"]

@@ -52,6 +52,37 @@ client_check_usable(AmongoClient *self)
     return 0;
 }
 
+/* libmongoc's pool for `uri_string`, or NULL with InvalidURI/ConfigurationError. Opened into
+ * locals and assigned to the object only on success (CPython's _sqlite habit). */
+static mongoc_client_pool_t *
+client_open_pool(AmongoState *st, const char *uri_string, int max_workers, bool apm,
+                 int32_t *socket_timeout_ms)
+{
+    bson_error_t error;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_string, &error);
+    if (!uri) {
+        PyErr_SetString(st->exc_InvalidURI, error.message);
+        return NULL;
+    }
+    *socket_timeout_ms =
+        mongoc_uri_get_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, MONGOC_DEFAULT_SOCKETTIMEOUTMS);
+    mongoc_client_pool_t *mpool = mongoc_client_pool_new_with_error(uri, &error);
+    mongoc_uri_destroy(uri);
+    if (!mpool) {
+        PyErr_SetString(st->exc_ConfigurationError, error.message);
+        return NULL;
+    }
+    mongoc_client_pool_set_error_api(mpool, MONGOC_ERROR_API_VERSION_2);
+    if (apm)
+        amongo_apm_install(mpool); /* before the first client leaves the pool */
+    /* One client per worker, plus slack for a worker that is exiting while its successor starts,
+     * and room for cursors and explicit sessions, which keep a client each (sessions.c). A client
+     * opens its connection only when used, so the room costs nothing until it is taken. */
+    uint32_t room = max_workers > 64 ? (uint32_t)max_workers : 64;
+    mongoc_client_pool_max_size(mpool, (uint32_t)max_workers + room + 1);
+    return mpool;
+}
+
 static PyObject *
 client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -84,29 +115,11 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
 
-    bson_error_t error;
-    mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_string, &error);
-    if (!uri) {
-        PyErr_SetString(st->exc_InvalidURI, error.message);
+    int32_t socket_timeout_ms;
+    mongoc_client_pool_t *mpool =
+        client_open_pool(st, uri_string, max_workers, apm_sink != Py_None, &socket_timeout_ms);
+    if (!mpool)
         return NULL;
-    }
-    int32_t socket_timeout_ms =
-        mongoc_uri_get_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, MONGOC_DEFAULT_SOCKETTIMEOUTMS);
-    /* Opened into locals and assigned to the object only on success (CPython's _sqlite habit). */
-    mongoc_client_pool_t *mpool = mongoc_client_pool_new_with_error(uri, &error);
-    mongoc_uri_destroy(uri);
-    if (!mpool) {
-        PyErr_SetString(st->exc_ConfigurationError, error.message);
-        return NULL;
-    }
-    mongoc_client_pool_set_error_api(mpool, MONGOC_ERROR_API_VERSION_2);
-    if (apm_sink != Py_None)
-        amongo_apm_install(mpool); /* before the first client leaves the pool */
-    /* One client per worker, plus slack for a worker that is exiting while its successor starts,
-     * and room for cursors and explicit sessions, which keep a client each (sessions.c). A client
-     * opens its connection only when used, so the room costs nothing until it is taken. */
-    uint32_t room = max_workers > 64 ? (uint32_t)max_workers : 64;
-    mongoc_client_pool_max_size(mpool, (uint32_t)max_workers + room + 1);
     AmongoPool *pool = amongo_pool_new(mpool, max_workers);
     PyObject *queues = PyDict_New();
     AmongoClient *self = pool && queues ? (AmongoClient *)type->tp_alloc(type, 0) : NULL;
@@ -135,94 +148,98 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-/* submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0, session=None,
- *        read_preference=None) -> Future. Positional only: it is the hot path. */
-static PyObject *
-client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
+/* The arguments of submit(), checked. Borrowed references. */
+typedef struct {
+    long op, result_kind;
+    unsigned long flags, server_id;
+    PyObject *db, *coll, *cmd, *opts, *codec, *session, *read_prefs;
+    AmongoSession *cursor_session;
+    const char *db_utf8, *coll_utf8;
+} SubmitArgs;
+
+static const uint8_t *
+bytes_or_null(PyObject *obj, size_t *len)
 {
-    AmongoState *st = client_state(self);
+    if (obj == Py_None) {
+        *len = 0;
+        return NULL;
+    }
+    *len = (size_t)PyBytes_GET_SIZE(obj);
+    return (const uint8_t *)PyBytes_AS_STRING(obj);
+}
+
+/* 0, or -1 with TypeError/ValueError: the protocol's types (asyncmongo/_core.pyi). */
+static int
+submit_parse(PyObject *const *args, Py_ssize_t nargs, SubmitArgs *a)
+{
     if (nargs < 7 || nargs > 11) {
         PyErr_SetString(PyExc_TypeError, "submit() takes 7 to 11 arguments");
-        return NULL;
+        return -1;
     }
-    PyObject *read_prefs = nargs > 10 ? args[10] : Py_None;
-    if (read_prefs != Py_None && !PyBytes_Check(read_prefs)) {
-        PyErr_SetString(PyExc_TypeError, "submit(): read_preference: bytes|None");
-        return NULL;
-    }
-    PyObject *session = nargs > 9 && args[9] != Py_None ? args[9] : NULL;
-    AmongoSession *cursor_session = session ? amongo_session_from_capsule(session) : NULL;
-    if (session && !cursor_session)
-        return NULL;
-    long op = PyLong_AsLong(args[0]);
-    long result_kind = PyLong_AsLong(args[1]);
-    unsigned long flags = nargs > 7 ? PyLong_AsUnsignedLong(args[7]) : 0;
-    unsigned long server_id = nargs > 8 ? PyLong_AsUnsignedLong(args[8]) : 0;
+    a->db = args[2], a->coll = args[3], a->cmd = args[4], a->opts = args[5], a->codec = args[6];
+    a->session = nargs > 9 && args[9] != Py_None ? args[9] : NULL;
+    a->read_prefs = nargs > 10 ? args[10] : Py_None;
+    a->op = PyLong_AsLong(args[0]);
+    a->result_kind = PyLong_AsLong(args[1]);
+    a->flags = nargs > 7 ? PyLong_AsUnsignedLong(args[7]) : 0;
+    a->server_id = nargs > 8 ? PyLong_AsUnsignedLong(args[8]) : 0;
     if (PyErr_Occurred())
-        return NULL;
-    if (op < 0 || op >= AMONGO_OP_COUNT || op == AMONGO_OP_BARRIER || result_kind < 0 ||
-        result_kind >= AMONGO_RES_COUNT) {
+        return -1;
+    if (a->op < 0 || a->op >= AMONGO_OP_COUNT || a->op == AMONGO_OP_BARRIER || a->result_kind < 0 ||
+        a->result_kind >= AMONGO_RES_COUNT) {
         PyErr_SetString(PyExc_ValueError, "invalid operation or result kind");
-        return NULL;
+        return -1;
     }
-    PyObject *db = args[2], *coll = args[3], *cmd = args[4], *opts = args[5], *codec = args[6];
-    if (!PyUnicode_Check(db) || (coll != Py_None && !PyUnicode_Check(coll)) || !PyBytes_Check(cmd) ||
-        (opts != Py_None && !PyBytes_Check(opts))) {
-        PyErr_SetString(PyExc_TypeError, "submit(): db: str, coll: str|None, cmd: bytes, opts: bytes|None");
-        return NULL;
+    if (!PyUnicode_Check(a->db) || (a->coll != Py_None && !PyUnicode_Check(a->coll)) ||
+        !PyBytes_Check(a->cmd) || (a->opts != Py_None && !PyBytes_Check(a->opts)) ||
+        (a->read_prefs != Py_None && !PyBytes_Check(a->read_prefs))) {
+        PyErr_SetString(PyExc_TypeError, "submit(): db: str, coll: str|None, cmd: bytes, "
+                                         "opts: bytes|None, read_preference: bytes|None");
+        return -1;
     }
-    if ((op == AMONGO_OP_INSERT || op == AMONGO_OP_BULK) && coll == Py_None) {
+    if ((a->op == AMONGO_OP_INSERT || a->op == AMONGO_OP_BULK) && a->coll == Py_None) {
         PyErr_SetString(PyExc_TypeError, "submit(): inserts need a collection name");
-        return NULL;
+        return -1;
     }
-    if (client_check_usable(self) < 0)
-        return NULL;
-    const char *db_utf8 = PyUnicode_AsUTF8(db);
-    const char *coll_utf8 = coll != Py_None ? PyUnicode_AsUTF8(coll) : NULL;
-    if (!db_utf8 || (coll != Py_None && !coll_utf8))
-        return NULL;
+    a->cursor_session = a->session ? amongo_session_from_capsule(a->session) : NULL;
+    if (a->session && !a->cursor_session)
+        return -1;
+    a->db_utf8 = PyUnicode_AsUTF8(a->db);
+    a->coll_utf8 = a->coll != Py_None ? PyUnicode_AsUTF8(a->coll) : NULL;
+    return !a->db_utf8 || (a->coll != Py_None && !a->coll_utf8) ? -1 : 0;
+}
 
-    AmongoQueue *q = amongo_queue_get(st, self->queues, self->wake_mode);
-    if (!q)
-        return NULL;
-    PyObject *future = amongo_queue_create_future(q);
-    if (!future)
-        return NULL;
+/* A job for `a`, resolving `future` on queue `q`: inputs borrowed from the argument objects, which
+ * it keeps alive, and a reference to every object it needs on the loop thread. */
+static AmongoJob *
+client_job_new(AmongoClient *self, const SubmitArgs *a, AmongoQueue *q, PyObject *future)
+{
     AmongoJob *job = amongo_job_new();
-    if (!job) {
-        Py_DECREF(future);
+    if (!job)
         return NULL;
-    }
-    job->op = (int)op;
-    job->result_kind = (int)result_kind;
-    job->flags = (unsigned)flags;
-    job->server_id = (uint32_t)server_id;
+    job->op = (int)a->op;
+    job->result_kind = (int)a->result_kind;
+    job->flags = (unsigned)a->flags;
+    job->server_id = (uint32_t)a->server_id;
     job->socket_timeout_ms = self->socket_timeout_ms;
     job->mpool = self->mpool;
     job->pool = self->pool;
-    if (session) {
-        job->session_obj = Py_NewRef(session);
-        job->session = cursor_session;
+    if (a->session) {
+        job->session_obj = Py_NewRef(a->session);
+        job->session = a->cursor_session;
     }
-    job->db = db_utf8;
-    job->coll = coll_utf8;
-    job->cmd = (const uint8_t *)PyBytes_AS_STRING(cmd);
-    job->cmd_len = (size_t)PyBytes_GET_SIZE(cmd);
-    if (opts != Py_None) {
-        job->opts = (const uint8_t *)PyBytes_AS_STRING(opts);
-        job->opts_len = (size_t)PyBytes_GET_SIZE(opts);
-    }
-    if (read_prefs != Py_None) {
-        job->read_prefs = (const uint8_t *)PyBytes_AS_STRING(read_prefs);
-        job->read_prefs_len = (size_t)PyBytes_GET_SIZE(read_prefs);
-    }
+    job->db = a->db_utf8;
+    job->coll = a->coll_utf8;
+    job->cmd = bytes_or_null(a->cmd, &job->cmd_len);
+    job->opts = bytes_or_null(a->opts, &job->opts_len);
+    job->read_prefs = bytes_or_null(a->read_prefs, &job->read_prefs_len);
     job->future = Py_NewRef(future);
-    job->db_obj = Py_NewRef(db);
-    job->coll_obj = Py_NewRef(coll);
-    job->cmd_obj = Py_NewRef(cmd);
-    job->opts_obj = Py_NewRef(opts);
-    job->read_prefs_obj = Py_NewRef(read_prefs);
-    job->codec_options = codec != Py_None ? Py_NewRef(codec) : NULL;
+    job->db_obj = Py_NewRef(a->db);
+    job->coll_obj = Py_NewRef(a->coll);
+    job->cmd_obj = Py_NewRef(a->cmd);
+    job->opts_obj = Py_NewRef(a->opts);
+    job->read_prefs_obj = Py_NewRef(a->read_prefs);
+    job->codec_options = a->codec != Py_None ? Py_NewRef(a->codec) : NULL;
     job->owner = Py_NewRef(self);
     if (self->apm_sink) {
         job->apm_sink = Py_NewRef(self->apm_sink);
@@ -230,7 +247,27 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
     }
     amongo_queue_retain(q);
     job->queue = q;
+    return job;
+}
 
+/* submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0, session=None,
+ *        read_preference=None) -> Future. Positional only: it is the hot path. */
+static PyObject *
+client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    AmongoState *st = client_state(self);
+    SubmitArgs a;
+    if (submit_parse(args, nargs, &a) < 0 || client_check_usable(self) < 0)
+        return NULL;
+    AmongoQueue *q = amongo_queue_get(st, self->queues, self->wake_mode);
+    PyObject *future = q ? amongo_queue_create_future(q) : NULL;
+    if (!future)
+        return NULL;
+    AmongoJob *job = client_job_new(self, &a, q, future);
+    if (!job) {
+        Py_DECREF(future);
+        return NULL;
+    }
     int rc = amongo_pool_submit(self->pool, job);
     if (rc < 0) {
         amongo_job_free(job);

@@ -79,6 +79,8 @@ class_for_error(AmongoState *st, const bson_error_t *e, bool timed_out, bool *se
     case MONGOC_ERROR_SERVER_SELECTION:
         return st->exc_ServerSelectionTimeoutError;
     case MONGOC_ERROR_STREAM:
+        /* libmongoc 1.23 gives a socket timeout and a reset the same domain and code
+         * (MONGOC_ERROR_STREAM_SOCKET): only the time waited, or its wording, tells them apart. */
         if (e->code == MONGOC_ERROR_STREAM_SOCKET &&
             (timed_out || strstr(e->message, "timed out")))
             return st->exc_NetworkTimeout;
@@ -106,6 +108,8 @@ class_for_error(AmongoState *st, const bson_error_t *e, bool timed_out, bool *se
         *server_style = true;
         return st->exc_OperationFailure;
     case MONGOC_ERROR_BSON:
+        /* A document too large for the server and an invalid one share MONGOC_ERROR_BSON_INVALID
+         * in libmongoc 1.23's bulk API: only the wording tells them apart. */
         if (strstr(e->message, "too large"))
             return st->exc_DocumentTooLarge;
         return st->exc_InvalidOperation;

@@ -1,6 +1,7 @@
 /* workers.c: the elastic pool of native worker threads.
  * Pure C: no Python API is called in this file and no PyObject is touched (a job's PyObject fields
- * are only carried along). A worker owns one mongoc_client_t for its life and runs one job at a time,
+ * are only carried along). The one call that may take the GIL is the hand-over of a finished job,
+ * amongo_queue_push_from_worker, on the threadsafe wake-up path only (completion.c). A worker owns one mongoc_client_t for its life and runs one job at a time,
  * so the number of workers bounds the operations in flight. Workers are created on demand up to
  * max_workers and exit after AMONGO_IDLE_SECONDS without work.
  *
