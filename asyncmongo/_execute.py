@@ -10,11 +10,13 @@ import asyncio
 from typing import Any
 
 
-async def execute(core: Any, future: "asyncio.Future[Any]") -> Any:
-    """The result of a job's future; cancelled, the job is unqueued if no worker took it yet."""
+async def execute(core: Any, future: "asyncio.Future[Any]", session: Any = None) -> Any:
+    """The result of a job's future; cancelled, the job is unqueued if no worker took it yet (from
+    the run queue, or from the queue of ``session``, the core session capsule it was submitted
+    in)."""
     try:
         return await future
     except asyncio.CancelledError:
-        core.cancel(future)
+        core.cancel(future, session)
         raise
 

@@ -98,9 +98,6 @@ class AsyncClientSession:
         self._busy = False
         self._state = _TxnState.NONE
         self._txn_opts: TransactionOptions | None = None
-        # The abort a cancelled operation left (a core future): the next job of the session waits
-        # for it, so it cannot run first on another worker.
-        self._pending: Any = None
 
     # ---- PyMongo's properties --------------------------------------------------------------
 
@@ -137,14 +134,7 @@ class AsyncClientSession:
         capsule, self._capsule = self._capsule, None
         core = self._client._core
         if capsule is not None and core is not None and not core.closed:
-            await self._settle()
             await self._session_job(core, capsule, _core.OP_SESSION_END)
-
-    async def _settle(self) -> None:
-        """Wait for the abort a cancelled operation left, if any (it never raises)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            await pending
 
     def _check_ended(self) -> None:
         if self._ended:
@@ -155,7 +145,7 @@ class AsyncClientSession:
         """One job of the session's life (``_core.OP_SESSION_*``, ``_core.OP_TXN_*``)."""
         kind = _core.RES_DOC if op == _core.OP_TXN_COMMIT else _core.RES_SESSION
         return await execute(core, core.submit(op, kind, "admin", None, bson.encode(opts or {}),
-                                               None, None, 0, 0, capsule))
+                                               None, None, 0, 0, capsule), capsule)
 
     async def _ensure_started(self) -> Any:
         """The core's session (a capsule), started on a worker the first time it is needed."""
@@ -180,8 +170,11 @@ class AsyncClientSession:
     async def _run(self, core: Any, op: int, kind: int, db: str, coll: str | None, cmd: bytes,
                    opts: bytes | None, codec: Any, flags: int = 0, server_id: int = 0,
                    read_prefs: bytes | None = None) -> Any:
-        """One operation in this session: refused while another runs; cancelled inside a
-        transaction, it aborts the transaction (the operation may have run on the server)."""
+        """One operation in this session: refused while another runs. The core runs a session's
+        jobs one at a time, in submission order: cancelled while queued, the operation is never
+        sent; while running, it finishes before the session's next job starts. Cancelled inside a
+        transaction, it aborts the transaction (it may have run on the server): the abort is
+        queued behind it, so the operation never runs outside the transaction."""
         self._check_ended()
         if self._busy:
             raise InvalidOperation(
@@ -190,50 +183,32 @@ class AsyncClientSession:
             )
         self._busy = True
         try:
-            await self._settle()
             capsule = await self._ensure_started()
             if self._state == _TxnState.STARTING:
                 self._state = _TxnState.IN_PROGRESS
             elif self._state in (_TxnState.COMMITTED, _TxnState.COMMITTED_EMPTY, _TxnState.ABORTED):
                 self._state = _TxnState.NONE  # the next operation runs outside the transaction
+            in_txn = self.in_transaction
             future = core.submit(op, kind, db, coll, cmd, opts, codec, flags, server_id, capsule,
                                  read_prefs)
-            if not self.in_transaction:
-                return await execute(core, future)
-            # Inside a transaction the job is left to finish (shielded) and the abort goes after
-            # it: so the abort cannot run first, and the operation never runs outside the
-            # transaction.
             try:
-                return await asyncio.shield(future)
+                return await execute(core, future, capsule)
             except asyncio.CancelledError:
-                self._abort_after(core, capsule, future)
+                if in_txn:
+                    self._abort_after_cancel(core, capsule)
                 raise
         finally:
             self._busy = False
 
-    def _abort_after(self, core: Any, capsule: Any, job: "asyncio.Future[Any]") -> None:
-        """Abort the transaction once ``job`` (a cancelled operation's) is done; the session's next
-        job waits for the abort (``_settle``)."""
+    def _abort_after_cancel(self, core: Any, capsule: Any) -> None:
+        """Abort the transaction a cancelled operation was in, without waiting: the abort takes
+        its turn after that operation, and the session's next job after the abort."""
         self._state = _TxnState.ABORTED
-        done = job.get_loop().create_future()
-        self._pending = done
-
-        def aborted(_: Any) -> None:
-            if not done.done():
-                done.set_result(None)
-
-        def job_done(f: "asyncio.Future[Any]") -> None:
-            if not f.cancelled():
-                f.exception()  # retrieved: the caller was cancelled and will not read it
-            try:
-                abort = core.submit(_core.OP_TXN_ABORT, _core.RES_NONE, "admin", None, _EMPTY, None,
-                                    None, _core.FLAG_QUIET, 0, capsule)
-            except InvalidOperation:  # the client closed meanwhile: its close ends the session
-                aborted(None)
-            else:
-                abort.add_done_callback(aborted)
-
-        job.add_done_callback(job_done)
+        try:
+            core.submit(_core.OP_TXN_ABORT, _core.RES_NONE, "admin", None, _EMPTY, None, None,
+                        _core.FLAG_QUIET, 0, capsule)
+        except InvalidOperation:  # the client closed meanwhile: its close ends the session
+            pass
 
     # ---- transactions ----------------------------------------------------------------------
 
@@ -271,7 +246,6 @@ class AsyncClientSession:
             raise InvalidOperation("this session is in use by another operation")
         self._busy = True
         try:
-            await self._settle()
             capsule = await self._ensure_started()
             await self._session_job(self._client._core, capsule, _core.OP_TXN_START,
                                     _encode_txn_opts(opts))
@@ -334,7 +308,6 @@ class AsyncClientSession:
             raise InvalidOperation("this session is in use by another operation")
         self._busy = True
         try:
-            await self._settle()
             return await self._session_job(self._client._core, self._capsule, op)
         finally:
             self._busy = False

@@ -226,7 +226,7 @@ async def run_getmore(core: Any, user_session: Any, capsule: Any, result_kind: i
         return await run_in_session(core, user_session, _core.OP_READ, result_kind, db_name, None,
                                     cmd, None, codec_options, 0, server_id)
     return await execute(core, core.submit(_core.OP_READ, result_kind, db_name, None, cmd, None,
-                                           codec_options, 0, server_id, capsule))
+                                           codec_options, 0, server_id, capsule), capsule)
 
 
 async def run_cursor_command(

@@ -87,9 +87,14 @@ typedef struct AmongoPool AmongoPool;
  *   capsule held by the Python cursor) for its getMores and its killCursors, until the cursor is
  *   exhausted or killed;
  * - the user's (start_session), which lives until ended.
- * Its jobs run on any worker, one at a time (mu). */
+ * Its jobs run on any worker, one at a time and in the order they were submitted: a job submitted
+ * while another of the session's is queued or running waits in the session's own queue, and the
+ * worker that finishes a job runs the next (sessions.c). A cancelled job still queued is taken
+ * out and never sent; a running one finishes before the next starts. */
 typedef struct AmongoSession {
-    pthread_mutex_t mu;          /* held by the worker using client and cs */
+    pthread_mutex_t mu;          /* protects waiting_head/tail and busy (held briefly, GIL-free) */
+    struct AmongoJob *waiting_head, *waiting_tail; /* jobs waiting their turn, in order */
+    bool busy;                   /* a job of the session is in the pool's queue or running */
     mongoc_client_t *client;     /* NULL once released back to the pool */
     mongoc_client_session_t *cs;
     mongoc_client_pool_t *mpool;
@@ -216,6 +221,7 @@ void amongo_job_keep_reply_nogil(AmongoJob *job); /* job->reply was initialised:
 AmongoJob *amongo_job_new(void);
 void amongo_job_free(AmongoJob *job);              /* loop thread: drops the references */
 void amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client);
+void amongo_job_set_closed(AmongoJob *job); /* pure C: it fails as "client closed", never run */
 void amongo_job_complete(AmongoState *st, AmongoJob *job); /* loop thread: resolves the future */
 void amongo_job_discard(AmongoJob *job);           /* loop thread: drop without resolving */
 int amongo_jobs_init_types(PyObject *module, AmongoState *st); /* CursorBatch */
@@ -238,6 +244,9 @@ AmongoSession *amongo_session_open_nogil(AmongoJob *job, const bson_t *opts, bso
 void amongo_session_release(AmongoSession *s); /* pure C, any thread: ends it, client back */
 void amongo_session_free(AmongoSession *s);    /* pure C, any thread: release, then free */
 void amongo_job_run_session_nogil(AmongoJob *job);
+bool amongo_session_enqueue(AmongoSession *s, AmongoJob *job); /* pure C: true if it must wait */
+AmongoJob *amongo_session_turn_done(AmongoSession *s);        /* pure C: the next job, or NULL */
+AmongoJob *amongo_session_take_waiting(AmongoSession *s, PyObject *future); /* pure C */
 PyObject *amongo_session_capsule(AmongoSession *s); /* NEW; STEALS(1) */
 AmongoSession *amongo_session_from_capsule(PyObject *capsule); /* BORROWED, NULL + error */
 

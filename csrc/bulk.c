@@ -105,13 +105,10 @@ bulk_run_nogil(AmongoJob *job, mongoc_client_t *client, BulkAdd add)
         bson_init_static(&opts, job->opts, job->opts_len);
     else
         bson_init(&opts);
-    /* In an explicit session: its client, its session, one job at a time. */
+    /* In a session: its client and its session (its jobs run one at a time, in order). */
     AmongoSession *session = job->session;
-    if (session) {
-        pthread_mutex_lock(&session->mu);
-        if (session->client)
-            client = session->client;
-    }
+    if (session && session->client)
+        client = session->client;
     /* In a transaction, the transaction's write concern rules (libmongoc refuses an operation's). */
     bson_t txn_opts = BSON_INITIALIZER;
     const bson_t *bulk_opts = &opts;
@@ -136,8 +133,6 @@ bulk_run_nogil(AmongoJob *job, mongoc_client_t *client, BulkAdd add)
     mongoc_collection_destroy(coll);
     bson_destroy(&opts);
     bson_destroy(&txn_opts);
-    if (session)
-        pthread_mutex_unlock(&session->mu);
 }
 
 void

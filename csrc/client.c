@@ -148,6 +148,23 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* Fail the jobs that never ran: each goes to its own loop's queue, to be resolved there. */
+static void
+client_fail_queued(AmongoJob *job)
+{
+    while (job) {
+        AmongoJob *next = job->next;
+        /* Each one, then the jobs of its session that waited for it (they never will run). */
+        for (AmongoJob *j = job; j;) {
+            AmongoJob *after = j->session ? amongo_session_turn_done(j->session) : NULL;
+            amongo_job_set_closed(j);
+            amongo_queue_push(j->queue, j);
+            j = after;
+        }
+        job = next;
+    }
+}
+
 /* The arguments of submit(), checked. Borrowed references. */
 typedef struct {
     long op, result_kind;
@@ -268,8 +285,13 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(future);
         return NULL;
     }
-    int rc = amongo_pool_submit(self->pool, job);
+    /* A session's job waits its turn behind the session's job that is queued or running. */
+    int rc = job->session && amongo_session_enqueue(job->session, job)
+                 ? 0
+                 : amongo_pool_submit(self->pool, job);
     if (rc < 0) {
+        if (job->session)
+            client_fail_queued(amongo_session_turn_done(job->session));
         amongo_job_free(job);
         Py_DECREF(future);
         if (rc == -1)
@@ -283,34 +305,37 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
     return future;
 }
 
-/* cancel(future) -> bool: remove the job from the run queue if no worker has taken it yet, so that
- * it is never sent. A running job cannot be interrupted: it finishes and its result is dropped. */
+/* cancel(future, session=None) -> bool: take the job out of the run queue (or out of its session's
+ * queue: pass the session's capsule) if no worker has taken it yet, so that it is never sent. A
+ * running job cannot be interrupted: it finishes and its result is dropped. */
 static PyObject *
-client_cancel(AmongoClient *self, PyObject *future)
+client_cancel(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "cancel() takes 1 or 2 arguments");
+        return NULL;
+    }
+    PyObject *future = args[0];
+    AmongoSession *s = NULL;
+    if (nargs > 1 && args[1] != Py_None && !(s = amongo_session_from_capsule(args[1])))
+        return NULL;
     if (!self->pool || client_forked(self))
         Py_RETURN_FALSE;
     AmongoJob *job = amongo_pool_take_queued(self->pool, future);
+    if (job && job->session) {
+        /* It had its session's turn: the next job of the session has it now. */
+        AmongoJob *next = amongo_session_turn_done(job->session);
+        if (next && amongo_pool_submit(self->pool, next) < 0)
+            client_fail_queued(next);
+    } else if (!job && s) {
+        job = amongo_session_take_waiting(s, future);
+    }
     if (!job)
         Py_RETURN_FALSE;
     atomic_fetch_add_explicit(&amongo_counters.jobs_cancelled, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&amongo_counters.jobs_completed, 1, memory_order_relaxed);
     amongo_job_free(job);
     Py_RETURN_TRUE;
-}
-
-/* Fail the jobs that never ran: each goes to its own loop's queue, to be resolved there. */
-static void
-client_fail_queued(AmongoJob *job)
-{
-    while (job) {
-        AmongoJob *next = job->next;
-        job->ok = false;
-        bson_set_error(&job->error, AMONGO_ERROR_DOMAIN_CLOSED, 1,
-                       "Cannot use AsyncMongoClient after close");
-        amongo_queue_push(job->queue, job);
-        job = next;
-    }
 }
 
 typedef struct {
@@ -542,7 +567,8 @@ static PyMethodDef client_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))client_submit, METH_FASTCALL,
      "submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0, session=None, "
      "read_preference=None)"},
-    {"cancel", (PyCFunction)client_cancel, METH_O, "cancel(future) -> bool: unqueue a job not yet run"},
+    {"cancel", (PyCFunction)(void (*)(void))client_cancel, METH_FASTCALL,
+     "cancel(future, session=None) -> bool: unqueue a job not yet run"},
     {"close", (PyCFunction)client_close, METH_NOARGS, "close() -> Future | None"},
     {"destroy", (PyCFunction)client_destroy, METH_NOARGS, "destroy(): release the pool after close"},
     {"abandon", (PyCFunction)client_abandon, METH_NOARGS, "abandon(): stop at interpreter exit"},

@@ -132,7 +132,6 @@ command_enter_nogil(AmongoJob *job, mongoc_client_t *client, CommandRun *run)
             run->prefs = amongo_read_prefs_nogil(&doc);
     }
     if (job->session) {
-        pthread_mutex_lock(&job->session->mu);
         if (job->session->client) {
             run->client = job->session->client;
             run->cs = job->session->cs;
@@ -162,8 +161,7 @@ command_enter_nogil(AmongoJob *job, mongoc_client_t *client, CommandRun *run)
 }
 
 /* After the command: a session that opened a live cursor goes to the cursor; one whose cursor is
- * done (exhausted, killed, failed) goes back; the cursor's session taken for this job is unlocked.
- * Then everything the run took is given back. */
+ * done (exhausted, killed, failed) goes back. Then everything the run took is given back. */
 static void
 command_leave_nogil(AmongoJob *job, CommandRun *run)
 {
@@ -175,11 +173,8 @@ command_leave_nogil(AmongoJob *job, CommandRun *run)
         else
             amongo_session_free(run->opened);
     }
-    if (job->session) {
-        if (!live && !job->session->user)
-            amongo_session_release(job->session);
-        pthread_mutex_unlock(&job->session->mu);
-    }
+    if (job->session && !live && !job->session->user)
+        amongo_session_release(job->session);
     if (run->prefs)
         mongoc_read_prefs_destroy(run->prefs);
     if (run->opts_built)

@@ -55,6 +55,14 @@ amongo_job_keep_reply_nogil(AmongoJob *job)
 }
 
 void
+amongo_job_set_closed(AmongoJob *job)
+{
+    job->ok = false;
+    bson_set_error(&job->error, AMONGO_ERROR_DOMAIN_CLOSED, 1,
+                   "Cannot use AsyncMongoClient after close");
+}
+
+void
 amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
 {
     amongo_apm_set_current_nogil(job);

@@ -55,8 +55,8 @@ amongo_session_open_nogil(AmongoJob *job, const bson_t *opts, bson_error_t *erro
     return s;
 }
 
-/* Pure C, any thread: give the session's server session and client back (mu held, or no other
- * user possible). Outside a transaction it does no I/O. */
+/* Pure C, any thread: give the session's server session and client back (in the session's turn,
+ * or with no other user possible). Outside a transaction it does no I/O. */
 void
 amongo_session_release(AmongoSession *s)
 {
@@ -124,6 +124,73 @@ amongo_session_from_capsule(PyObject *capsule)
     return PyCapsule_GetPointer(capsule, CAPSULE_NAME);
 }
 
+/* ---- the session's turn: its jobs run one at a time, in submission order ------------------- */
+
+/* Pure C, any thread (submit, on the loop thread). False: the job has the turn now and goes to
+ * the pool; true: another job of the session is queued or running, and this one waits for it. */
+bool
+amongo_session_enqueue(AmongoSession *s, AmongoJob *job)
+{
+    pthread_mutex_lock(&s->mu);
+    bool wait = s->busy;
+    if (wait) {
+        job->next = NULL;
+        if (s->waiting_tail)
+            s->waiting_tail->next = job;
+        else
+            s->waiting_head = job;
+        s->waiting_tail = job;
+    }
+    s->busy = true;
+    pthread_mutex_unlock(&s->mu);
+    return wait;
+}
+
+/* Pure C, any thread: the job that had the turn is done (run, or taken out of the pool's queue).
+ * Returns the next job, which has the turn now (its caller runs or queues it), or NULL: the
+ * session is idle. Call it before the finished job is handed to its loop: that may free the
+ * session. */
+AmongoJob *
+amongo_session_turn_done(AmongoSession *s)
+{
+    pthread_mutex_lock(&s->mu);
+    AmongoJob *next = s->waiting_head;
+    if (next) {
+        s->waiting_head = next->next;
+        if (!s->waiting_head)
+            s->waiting_tail = NULL;
+        next->next = NULL;
+    } else {
+        s->busy = false;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return next;
+}
+
+/* Pure C, any thread: take the waiting job of `future` out of the session's queue (cancelled:
+ * it is never sent), or NULL if it is not waiting there. */
+AmongoJob *
+amongo_session_take_waiting(AmongoSession *s, PyObject *future)
+{
+    pthread_mutex_lock(&s->mu);
+    AmongoJob *prev = NULL, *job = s->waiting_head;
+    while (job && job->future != future) {
+        prev = job;
+        job = job->next;
+    }
+    if (job) {
+        if (prev)
+            prev->next = job->next;
+        else
+            s->waiting_head = job->next;
+        if (s->waiting_tail == job)
+            s->waiting_tail = prev;
+        job->next = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return job;
+}
+
 /* ---- the jobs of a session's life (workers, no GIL) ---------------------------------------- */
 
 /* Transaction options {readConcern: {level}, writeConcern: {w, j, wtimeout},
@@ -174,9 +241,10 @@ session_transaction_opts_nogil(const bson_t *opts)
     return topts;
 }
 
-/* One action on an open session (mu held, s->client set). The reply is initialised on return. */
+/* One action on an open session (s->client set; its turn, see amongo_session_enqueue). The reply
+ * is initialised on return. */
 static bool
-session_act_locked(AmongoJob *job, AmongoSession *s, const bson_t *opts)
+session_act_nogil(AmongoJob *job, AmongoSession *s, const bson_t *opts)
 {
     switch (job->op) {
     case AMONGO_OP_TXN_COMMIT:
@@ -199,7 +267,7 @@ session_act_locked(AmongoJob *job, AmongoSession *s, const bson_t *opts)
 }
 
 /* AMONGO_OP_SESSION_START opens a session (its capsule is the result); the other session
- * operations act on job->session under its mutex. Ending twice is harmless; anything else on an
+ * operations act on job->session, in its turn. Ending twice is harmless; anything else on an
  * ended session fails. */
 void
 amongo_job_run_session_nogil(AmongoJob *job)
@@ -219,9 +287,8 @@ amongo_job_run_session_nogil(AmongoJob *job)
                        "no session given");
     } else {
         AmongoSession *s = job->session;
-        pthread_mutex_lock(&s->mu);
         if (s->client) {
-            job->ok = session_act_locked(job, s, &opts);
+            job->ok = session_act_nogil(job, s, &opts);
         } else {
             bson_init(&job->reply);
             job->ok = job->op == AMONGO_OP_SESSION_END;
@@ -229,7 +296,6 @@ amongo_job_run_session_nogil(AmongoJob *job)
                 bson_set_error(&job->error, MONGOC_ERROR_CLIENT, MONGOC_ERROR_CLIENT_SESSION_FAILURE,
                                "the session has ended");
         }
-        pthread_mutex_unlock(&s->mu);
     }
     amongo_job_keep_reply_nogil(job);
 }

@@ -88,6 +88,30 @@ pool_pop_locked(AmongoPool *pool)
     return job;
 }
 
+/* Run `job`, then the jobs of its session that waited for it, in their order, on this worker (so a
+ * session's jobs never overlap or overtake each other); those left when the pool stops fail as
+ * closed. The next job is taken before the finished one is handed to its loop, which may free the
+ * session. */
+static void
+worker_run_nogil(AmongoPool *pool, AmongoJob *job, mongoc_client_t *client)
+{
+    bool run = true;
+    while (job) {
+        if (run)
+            amongo_job_run_nogil(job, client);
+        else
+            amongo_job_set_closed(job);
+        AmongoJob *next = job->session ? amongo_session_turn_done(job->session) : NULL;
+        amongo_queue_push_from_worker(job->queue, job);
+        if (next) {
+            pthread_mutex_lock(&pool->mu);
+            run = !pool->stopping;
+            pthread_mutex_unlock(&pool->mu);
+        }
+        job = next;
+    }
+}
+
 static void *
 worker_main_nogil(void *arg)
 {
@@ -121,8 +145,7 @@ worker_main_nogil(void *arg)
             break;
         }
         pthread_mutex_unlock(&pool->mu);
-        amongo_job_run_nogil(job, client);
-        amongo_queue_push_from_worker(job->queue, job);
+        worker_run_nogil(pool, job, client);
     }
 
     /* Give the client back before saying we are gone: the pool is destroyed after the last exit. */
