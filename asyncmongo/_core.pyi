@@ -35,6 +35,9 @@ BULK_DELETE_MANY: int
 FLAG_PIN: int
 FLAG_BYPASS: int
 FLAG_QUIET: int
+FLAG_MAX_TIME: int
+FLAG_RETRY: int
+FLAG_TXN_NUMBER: int
 MONGOC_VERSION: str
 BSON_VERSION: str
 
@@ -85,6 +88,7 @@ class Client:
         server_id: int = 0,
         session: Any = None,
         read_preference: bytes | None = None,
+        deadline: float | None = None,
         /,
     ) -> asyncio.Future[Any]: ...
     def cancel(self, future: asyncio.Future[Any], session: Any = None, /) -> bool: ...

@@ -69,6 +69,13 @@ enum {
 #define AMONGO_FLAG_BYPASS 0x4   /* bulk writes: bypassDocumentValidation */
 #define AMONGO_FLAG_QUIET 0x8    /* fire and forget (killCursors): resolve with None whatever happens */
 #define AMONGO_FLAG_APM 0x10     /* internal: record command monitoring events for the listeners */
+/* Client Side Operations Timeout (the job has a deadline): */
+#define AMONGO_FLAG_MAX_TIME 0x20 /* append maxTimeMS = time left - the server's round trip; fail,
+                                   * unsent, when no time is left for it (commands.c) */
+#define AMONGO_FLAG_RETRY 0x40    /* retry a retryable error while time is left (reads; writes
+                                   * with AMONGO_FLAG_TXN_NUMBER) */
+#define AMONGO_FLAG_TXN_NUMBER 0x80 /* a retryable write: sent in the worker's own session with a
+                                     * txnNumber of its own, the same for every attempt */
 
 /* Wake-up paths of a completion queue. */
 #define AMONGO_WAKE_EVENTFD 0    /* worker writes an eventfd the loop watches: never waits for the GIL */
@@ -76,9 +83,23 @@ enum {
 
 /* Error domains of our own, beside libmongoc's. */
 #define AMONGO_ERROR_DOMAIN_CLOSED 1000 /* the client was closed before the job ran */
+#define AMONGO_ERROR_DOMAIN_TIMEOUT 1001 /* the job's deadline passed before it was sent (code 50,
+                                          * as the server's MaxTimeMSExpired) */
 
 typedef struct AmongoQueue AmongoQueue;
 typedef struct AmongoPool AmongoPool;
+
+/* What a worker thread works with: a libmongoc client of the pool, and the session in which the
+ * core numbers retryable writes under a deadline (AMONGO_FLAG_TXN_NUMBER, commands.c). A worker
+ * that exits leaves its context with the pool for the next worker, and it goes back to libmongoc
+ * only when the pool is destroyed: a server session whose txnNumbers the core chose must never
+ * return to libmongoc's session pool while libmongoc can still number writes in it. */
+typedef struct AmongoWorkerCtx {
+    struct AmongoWorkerCtx *next; /* in the pool's list of idle contexts */
+    mongoc_client_t *client;
+    mongoc_client_session_t *txn_session; /* started on first need, or NULL */
+    int64_t txn_number;                   /* the last txnNumber sent in it */
+} AmongoWorkerCtx;
 
 /* A libmongoc session on a libmongoc client of its own (sessions.c). Two kinds share it:
  * - a cursor's: libmongoc gives every command an implicit session, and a server refuses a getMore
@@ -130,6 +151,8 @@ typedef struct AmongoJob {
     int result_kind;
     unsigned flags;
     uint32_t server_id;     /* run on this server (getMore, killCursors), 0 for any */
+    int64_t deadline_us;    /* Client Side Operations Timeout: the monotonic time (libmongoc's
+                             * clock, bson_get_monotonic_time) by which it must end; 0: none */
     int32_t socket_timeout_ms; /* the client's, to tell a timeout from a reset (same libmongoc text) */
 
     /* inputs: borrowed from the Python objects below, which the job keeps alive */
@@ -222,6 +245,7 @@ AmongoJob *amongo_job_new(void);
 void amongo_job_free(AmongoJob *job);              /* loop thread: drops the references */
 void amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client);
 void amongo_job_set_closed(AmongoJob *job); /* pure C: it fails as "client closed", never run */
+bool amongo_job_expired(AmongoJob *job);    /* pure C: past its deadline (then its error is set) */
 void amongo_job_complete(AmongoState *st, AmongoJob *job); /* loop thread: resolves the future */
 void amongo_job_discard(AmongoJob *job);           /* loop thread: drop without resolving */
 int amongo_jobs_init_types(PyObject *module, AmongoState *st); /* CursorBatch */
@@ -232,6 +256,7 @@ int amongo_pool_submit(AmongoPool *pool, AmongoJob *job); /* 0, or -1 when stopp
 AmongoJob *amongo_pool_take_queued(AmongoPool *pool, PyObject *future); /* remove one queued job */
 AmongoJob *amongo_pool_stop(AmongoPool *pool, AmongoJob *barrier, bool *barrier_queued);
 void amongo_pool_wait_stopped_nogil(AmongoPool *pool);
+void amongo_pool_release_contexts_nogil(AmongoPool *pool); /* after wait_stopped, before destroy */
 void amongo_pool_free(AmongoPool *pool);
 int amongo_pool_workers(AmongoPool *pool);
 int amongo_pool_queued(AmongoPool *pool);
@@ -252,6 +277,7 @@ AmongoSession *amongo_session_from_capsule(PyObject *capsule); /* BORROWED, NULL
 
 /* commands.c: AMONGO_OP_COMMAND .. AMONGO_OP_READ_WRITE */
 void amongo_job_run_command_nogil(AmongoJob *job, mongoc_client_t *client);
+AmongoWorkerCtx *amongo_worker_current_nogil(void); /* workers.c: the calling worker's context */
 mongoc_read_prefs_t *amongo_read_prefs_nogil(const bson_t *doc); /* caller destroys, or NULL */
 
 /* bulk.c: AMONGO_OP_INSERT and AMONGO_OP_BULK */

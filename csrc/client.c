@@ -5,6 +5,7 @@
  * and only when they are known to be finishing. */
 #include "asyncmongo.h"
 
+#include <math.h>
 #include <structmember.h>
 
 enum { CLIENT_OPEN = 0, CLIENT_CLOSING = 1, CLIENT_CLOSED = 2 };
@@ -169,6 +170,7 @@ client_fail_queued(AmongoJob *job)
 typedef struct {
     long op, result_kind;
     unsigned long flags, server_id;
+    int64_t deadline_us;
     PyObject *db, *coll, *cmd, *opts, *codec, *session, *read_prefs;
     AmongoSession *cursor_session;
     const char *db_utf8, *coll_utf8;
@@ -189,8 +191,8 @@ bytes_or_null(PyObject *obj, size_t *len)
 static int
 submit_parse(PyObject *const *args, Py_ssize_t nargs, SubmitArgs *a)
 {
-    if (nargs < 7 || nargs > 11) {
-        PyErr_SetString(PyExc_TypeError, "submit() takes 7 to 11 arguments");
+    if (nargs < 7 || nargs > 12) {
+        PyErr_SetString(PyExc_TypeError, "submit() takes 7 to 12 arguments");
         return -1;
     }
     a->db = args[2], a->coll = args[3], a->cmd = args[4], a->opts = args[5], a->codec = args[6];
@@ -200,8 +202,11 @@ submit_parse(PyObject *const *args, Py_ssize_t nargs, SubmitArgs *a)
     a->result_kind = PyLong_AsLong(args[1]);
     a->flags = nargs > 7 ? PyLong_AsUnsignedLong(args[7]) : 0;
     a->server_id = nargs > 8 ? PyLong_AsUnsignedLong(args[8]) : 0;
+    /* The deadline: time.monotonic() seconds, the clock libmongoc's monotonic time reads. */
+    double deadline = nargs > 11 && args[11] != Py_None ? PyFloat_AsDouble(args[11]) : 0.0;
     if (PyErr_Occurred())
         return -1;
+    a->deadline_us = isfinite(deadline) && deadline > 0 ? (int64_t)(deadline * 1e6) : 0;
     if (a->op < 0 || a->op >= AMONGO_OP_COUNT || a->op == AMONGO_OP_BARRIER || a->result_kind < 0 ||
         a->result_kind >= AMONGO_RES_COUNT) {
         PyErr_SetString(PyExc_ValueError, "invalid operation or result kind");
@@ -238,6 +243,7 @@ client_job_new(AmongoClient *self, const SubmitArgs *a, AmongoQueue *q, PyObject
     job->result_kind = (int)a->result_kind;
     job->flags = (unsigned)a->flags;
     job->server_id = (uint32_t)a->server_id;
+    job->deadline_us = a->deadline_us;
     job->socket_timeout_ms = self->socket_timeout_ms;
     job->mpool = self->mpool;
     job->pool = self->pool;
@@ -268,7 +274,7 @@ client_job_new(AmongoClient *self, const SubmitArgs *a, AmongoQueue *q, PyObject
 }
 
 /* submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0, session=None,
- *        read_preference=None) -> Future. Positional only: it is the hot path. */
+ *        read_preference=None, deadline=None) -> Future. Positional only: it is the hot path. */
 static PyObject *
 client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -351,6 +357,7 @@ destroy_pool_nogil(void *arg)
 {
     PoolRemains *r = arg;
     amongo_pool_wait_stopped_nogil(r->pool);
+    amongo_pool_release_contexts_nogil(r->pool);
     mongoc_client_pool_destroy(r->mpool);
     amongo_pool_free(r->pool);
     free(r);
@@ -566,7 +573,7 @@ client_dealloc(AmongoClient *self)
 static PyMethodDef client_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))client_submit, METH_FASTCALL,
      "submit(op, result_kind, db, coll, cmd, opts, codec_options, flags=0, server_id=0, session=None, "
-     "read_preference=None)"},
+     "read_preference=None, deadline=None)"},
     {"cancel", (PyCFunction)(void (*)(void))client_cancel, METH_FASTCALL,
      "cancel(future, session=None) -> bool: unqueue a job not yet run"},
     {"close", (PyCFunction)client_close, METH_NOARGS, "close() -> Future | None"},

@@ -3,9 +3,13 @@
  * and share one cleanup path; the result is left in the job for the loop thread. */
 #include "asyncmongo.h"
 
+#include <inttypes.h>
+
 /* Everything one command run takes and must give back. */
 typedef struct {
     bson_t cmd;                    /* over job->cmd: no copy */
+    bson_t timed_cmd;              /* cmd with maxTimeMS / txnNumber (AMONGO_FLAG_MAX_TIME ...) */
+    bool timed_built;
     bson_t opts_in;                /* over job->opts, or empty */
     bson_t opts;                   /* what is sent: opts_in plus serverId and the session */
     bool opts_built;
@@ -179,6 +183,8 @@ command_leave_nogil(AmongoJob *job, CommandRun *run)
         mongoc_read_prefs_destroy(run->prefs);
     if (run->opts_built)
         bson_destroy(&run->opts);
+    if (run->timed_built)
+        bson_destroy(&run->timed_cmd);
     bson_destroy(&run->opts_in);
 }
 
@@ -267,7 +273,8 @@ command_options_nogil(CommandRun *run)
 /* libmongoc's read-write command ignores read preferences: a write on a secondary is sent as a
  * read, with the write concern the read-write command would have added. */
 static bool
-command_write_on_secondary_nogil(AmongoJob *job, CommandRun *run, const bson_t *opts)
+command_write_on_secondary_nogil(AmongoJob *job, CommandRun *run, const bson_t *cmd,
+                                 const bson_t *opts)
 {
     bson_t with_wc;
     bson_init(&with_wc);
@@ -278,33 +285,174 @@ command_write_on_secondary_nogil(AmongoJob *job, CommandRun *run, const bson_t *
         bson_append_iter(&with_wc, "writeConcern", -1, &wc_it);
     else if (!mongoc_write_concern_is_default(client_wc))
         mongoc_write_concern_append((mongoc_write_concern_t *)client_wc, &with_wc);
-    bool ok = mongoc_client_read_command_with_opts(run->client, job->db, &run->cmd, run->prefs,
-                                                   &with_wc, &job->reply, &job->error);
+    bool ok = mongoc_client_read_command_with_opts(run->client, job->db, cmd, run->prefs, &with_wc,
+                                                   &job->reply, &job->error);
     bson_destroy(&with_wc);
     return ok;
 }
 
 /* The libmongoc call for the operation kind. libmongoc initialises the reply on every path. */
 static bool
-command_dispatch_nogil(AmongoJob *job, CommandRun *run, const bson_t *opts)
+command_dispatch_nogil(AmongoJob *job, CommandRun *run, const bson_t *cmd, const bson_t *opts)
 {
     mongoc_client_t *c = run->client;
     switch (job->op) {
     case AMONGO_OP_READ:
-        return mongoc_client_read_command_with_opts(c, job->db, &run->cmd, run->prefs, opts,
-                                                    &job->reply, &job->error);
+        return mongoc_client_read_command_with_opts(c, job->db, cmd, run->prefs, opts, &job->reply,
+                                                    &job->error);
     case AMONGO_OP_WRITE:
-        return mongoc_client_write_command_with_opts(c, job->db, &run->cmd, opts, &job->reply,
+        return mongoc_client_write_command_with_opts(c, job->db, cmd, opts, &job->reply,
                                                      &job->error);
     case AMONGO_OP_READ_WRITE:
         if (run->write_on_secondary)
-            return command_write_on_secondary_nogil(job, run, opts);
-        return mongoc_client_read_write_command_with_opts(c, job->db, &run->cmd, NULL, opts,
-                                                          &job->reply, &job->error);
+            return command_write_on_secondary_nogil(job, run, cmd, opts);
+        return mongoc_client_read_write_command_with_opts(c, job->db, cmd, NULL, opts, &job->reply,
+                                                          &job->error);
     default:
-        return mongoc_client_command_with_opts(c, job->db, &run->cmd, run->prefs, opts,
-                                               &job->reply, &job->error);
+        return mongoc_client_command_with_opts(c, job->db, cmd, run->prefs, opts, &job->reply,
+                                               &job->error);
     }
+}
+
+/* ---- Client Side Operations Timeout ------------------------------------------------------- */
+
+/* The session in which the worker numbers its retryable writes under a deadline, or NULL (the
+ * server has no sessions). libmongoc 1.23 gives a write command no txnNumber, so the core numbers
+ * these writes itself, in a session of the worker's context that nothing else uses, and sends every
+ * attempt of one write with the same number: the server applies it at most once. */
+static mongoc_client_session_t *
+worker_txn_session_nogil(AmongoWorkerCtx *ctx)
+{
+    if (!ctx->txn_session) {
+        mongoc_session_opt_t *sopts = mongoc_session_opts_new();
+        mongoc_session_opts_set_causal_consistency(sopts, false);
+        bson_error_t unused;
+        ctx->txn_session = mongoc_client_start_session(ctx->client, sopts, &unused);
+        mongoc_session_opts_destroy(sopts);
+    }
+    return ctx->txn_session;
+}
+
+/* The round trip time (ms) of the server the command goes to: the selected one, else the fastest
+ * known (libmongoc 1.23 keeps an average, not the minimum the specification names). */
+static int64_t
+command_rtt_ms_nogil(CommandRun *run)
+{
+    int64_t rtt = -1;
+    if (run->server_id) {
+        mongoc_server_description_t *sd =
+            mongoc_client_get_server_description(run->client, run->server_id);
+        if (sd) {
+            rtt = mongoc_server_description_round_trip_time(sd);
+            mongoc_server_description_destroy(sd);
+        }
+        return rtt > 0 ? rtt : 0;
+    }
+    size_t n = 0;
+    mongoc_server_description_t **sds = mongoc_client_get_server_descriptions(run->client, &n);
+    for (size_t i = 0; i < n; i++) {
+        int64_t r = mongoc_server_description_round_trip_time(sds[i]);
+        if (r >= 0 && (rtt < 0 || r < rtt))
+            rtt = r;
+    }
+    mongoc_server_descriptions_destroy_all(sds, n);
+    return rtt > 0 ? rtt : 0;
+}
+
+/* Build the command this attempt sends: with maxTimeMS = time left - round trip (replacing one the
+ * caller put there, as PyMongo does), and the write's txnNumber. False with the timeout error set,
+ * unsent, when the time left does not cover a round trip (the specification's rule: it would only
+ * time out on the socket and churn the connection). */
+static bool
+command_timed_nogil(AmongoJob *job, CommandRun *run, int64_t txn_number)
+{
+    if (run->timed_built)
+        bson_destroy(&run->timed_cmd);
+    run->timed_built = false;
+    int64_t max_time_ms = 0;
+    if (job->flags & AMONGO_FLAG_MAX_TIME) {
+        int64_t left_ms = (job->deadline_us - bson_get_monotonic_time()) / 1000;
+        int64_t rtt = command_rtt_ms_nogil(run);
+        if (left_ms <= rtt) {
+            bson_set_error(&job->error, AMONGO_ERROR_DOMAIN_TIMEOUT, 50,
+                           "operation would exceed time limit, remaining timeout: %" PRId64
+                           " ms <= network round trip time: %" PRId64 " ms",
+                           left_ms, rtt);
+            return false;
+        }
+        max_time_ms = left_ms - rtt;
+    }
+    bson_init(&run->timed_cmd);
+    run->timed_built = true;
+    bson_copy_to_excluding_noinit(&run->cmd, &run->timed_cmd, "maxTimeMS", "txnNumber", NULL);
+    if (max_time_ms)
+        BSON_APPEND_INT64(&run->timed_cmd, "maxTimeMS", max_time_ms);
+    if (txn_number)
+        BSON_APPEND_INT64(&run->timed_cmd, "txnNumber", txn_number);
+    return true;
+}
+
+/* Whether a failed attempt may be retried (the retryable reads and writes specifications): a
+ * network error, or a server error libmongoc or the server calls retryable. */
+static bool
+command_retryable_nogil(AmongoJob *job)
+{
+    static const uint32_t read_codes[] = {6, 7, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602,
+                                          13435, 13436};
+    if (job->error.domain == MONGOC_ERROR_STREAM || job->error.domain == MONGOC_ERROR_SERVER_SELECTION)
+        return job->error.domain == MONGOC_ERROR_STREAM;
+    if (job->op != AMONGO_OP_READ) {
+        bson_iter_t it, label;
+        if (!bson_iter_init_find(&it, &job->reply, "errorLabels") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+            !bson_iter_recurse(&it, &label))
+            return false;
+        while (bson_iter_next(&label))
+            if (BSON_ITER_HOLDS_UTF8(&label) && !strcmp(bson_iter_utf8(&label, NULL), "RetryableWriteError"))
+                return true;
+        return false;
+    }
+    for (size_t i = 0; i < sizeof read_codes / sizeof read_codes[0]; i++)
+        if (job->error.code == read_codes[i])
+            return true;
+    return false;
+}
+
+/* Under a deadline: attempts until one succeeds, fails for good, or the time is up (the
+ * specification's "as many times as possible"). The reply of the last attempt is kept. */
+static void
+command_run_timed_nogil(AmongoJob *job, CommandRun *run, const bson_t *opts)
+{
+    int64_t txn_number = 0;
+    bson_t numbered;
+    bool numbered_built = false;
+    AmongoWorkerCtx *ctx = amongo_worker_current_nogil();
+    mongoc_client_session_t *cs = NULL;
+    if ((job->flags & AMONGO_FLAG_TXN_NUMBER) && !run->cs && ctx && ctx->client == run->client)
+        cs = worker_txn_session_nogil(ctx);
+    if (cs) {
+        txn_number = ++ctx->txn_number;
+        bson_init(&numbered);
+        bson_copy_to_excluding_noinit(opts, &numbered, "sessionId", NULL);
+        mongoc_client_session_append(cs, &numbered, NULL);
+        opts = &numbered;
+        numbered_built = true;
+    }
+    for (;;) {
+        if (!command_timed_nogil(job, run, txn_number)) {
+            job->ok = false;
+            bson_init(&job->reply);
+            break;
+        }
+        job->ok = command_dispatch_nogil(job, run, &run->timed_cmd, opts);
+        bool again = !job->ok && (job->flags & AMONGO_FLAG_RETRY) && !run->in_txn &&
+                     (job->op == AMONGO_OP_READ || txn_number) && command_retryable_nogil(job) &&
+                     bson_get_monotonic_time() < job->deadline_us;
+        if (!again)
+            break;
+        bson_destroy(&job->reply);
+    }
+    if (numbered_built)
+        bson_destroy(&numbered);
 }
 
 void
@@ -312,7 +460,10 @@ amongo_job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
 {
     CommandRun run;
     if (command_enter_nogil(job, client, &run) && command_select_server_nogil(job, &run)) {
-        job->ok = command_dispatch_nogil(job, &run, command_options_nogil(&run));
+        if (job->deadline_us)
+            command_run_timed_nogil(job, &run, command_options_nogil(&run));
+        else
+            job->ok = command_dispatch_nogil(job, &run, &run.cmd, command_options_nogil(&run));
     } else {
         job->ok = false;
         bson_init(&job->reply);

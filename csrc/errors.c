@@ -76,6 +76,9 @@ class_for_error(AmongoState *st, const bson_error_t *e, bool timed_out, bool *se
     switch (e->domain) {
     case AMONGO_ERROR_DOMAIN_CLOSED:
         return st->exc_InvalidOperation;
+    case AMONGO_ERROR_DOMAIN_TIMEOUT: /* as PyMongo's "operation would exceed time limit" */
+        *server_style = true;
+        return st->exc_ExecutionTimeout;
     case MONGOC_ERROR_SERVER_SELECTION:
         return st->exc_ServerSelectionTimeoutError;
     case MONGOC_ERROR_STREAM:

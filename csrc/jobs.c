@@ -62,6 +62,17 @@ amongo_job_set_closed(AmongoJob *job)
                    "Cannot use AsyncMongoClient after close");
 }
 
+bool
+amongo_job_expired(AmongoJob *job)
+{
+    if (!job->deadline_us || bson_get_monotonic_time() < job->deadline_us)
+        return false;
+    job->ok = false;
+    bson_set_error(&job->error, AMONGO_ERROR_DOMAIN_TIMEOUT, 50,
+                   "operation would exceed time limit: the deadline passed before it was sent");
+    return true;
+}
+
 void
 amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
 {

@@ -43,6 +43,7 @@ struct AmongoPool {
     int64_t hold_until_us;   /* growth did not pay: no more threads before then */
     bool stopping;
     AmongoJob *barrier;      /* finished by the last worker to exit after stop */
+    AmongoWorkerCtx *idle_ctx; /* contexts of exited workers, for the next ones (asyncmongo.h) */
     int max_workers;
     mongoc_client_pool_t *mpool;
 };
@@ -60,6 +61,56 @@ amongo_pool_new(mongoc_client_pool_t *mpool, int max_workers)
     pool->max_workers = max_workers > 0 ? max_workers : 1;
     pool->mpool = mpool;
     return pool;
+}
+
+static _Thread_local AmongoWorkerCtx *current_ctx;
+
+AmongoWorkerCtx *
+amongo_worker_current_nogil(void)
+{
+    return current_ctx;
+}
+
+/* A context for a starting worker: an exited worker's, else a new one on a client of the pool.
+ * Blocks only if the libmongoc pool is exhausted, which cannot happen: contexts <= its size. */
+static AmongoWorkerCtx *
+worker_ctx_take_nogil(AmongoPool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    AmongoWorkerCtx *ctx = pool->idle_ctx;
+    if (ctx)
+        pool->idle_ctx = ctx->next;
+    pthread_mutex_unlock(&pool->mu);
+    if (ctx)
+        return ctx;
+    ctx = calloc(1, sizeof *ctx);
+    if (ctx)
+        ctx->client = mongoc_client_pool_pop(pool->mpool);
+    return ctx;
+}
+
+static void
+worker_ctx_leave_locked(AmongoPool *pool, AmongoWorkerCtx *ctx)
+{
+    ctx->next = pool->idle_ctx;
+    pool->idle_ctx = ctx;
+}
+
+/* Only once amongo_pool_wait_stopped_nogil returned: give the contexts' clients back to libmongoc
+ * (their sessions first), before libmongoc's pool is destroyed. */
+void
+amongo_pool_release_contexts_nogil(AmongoPool *pool)
+{
+    AmongoWorkerCtx *ctx = pool->idle_ctx;
+    pool->idle_ctx = NULL;
+    while (ctx) {
+        AmongoWorkerCtx *next = ctx->next;
+        if (ctx->txn_session)
+            mongoc_client_session_destroy(ctx->txn_session);
+        mongoc_client_pool_push(pool->mpool, ctx->client);
+        free(ctx);
+        ctx = next;
+    }
 }
 
 /* Only once amongo_pool_wait_stopped_nogil returned: no thread can touch the pool any more. */
@@ -97,10 +148,10 @@ worker_run_nogil(AmongoPool *pool, AmongoJob *job, mongoc_client_t *client)
 {
     bool run = true;
     while (job) {
-        if (run)
-            amongo_job_run_nogil(job, client);
-        else
+        if (!run)
             amongo_job_set_closed(job);
+        else if (!amongo_job_expired(job)) /* a job whose deadline passed in the queue: unsent */
+            amongo_job_run_nogil(job, client);
         AmongoJob *next = job->session ? amongo_session_turn_done(job->session) : NULL;
         amongo_queue_push_from_worker(job->queue, job);
         if (next) {
@@ -116,11 +167,12 @@ static void *
 worker_main_nogil(void *arg)
 {
     AmongoPool *pool = arg;
-    /* Blocks only if the libmongoc pool is exhausted, which cannot happen: workers <= its size. */
-    mongoc_client_t *client = mongoc_client_pool_pop(pool->mpool);
+    AmongoWorkerCtx *ctx = worker_ctx_take_nogil(pool);
+    mongoc_client_t *client = ctx ? ctx->client : NULL;
+    current_ctx = ctx;
     bool started = false;
 
-    for (;;) {
+    while (ctx) { /* no context (out of memory): leave at once */
         pthread_mutex_lock(&pool->mu);
         if (!started) {
             started = true;
@@ -148,9 +200,16 @@ worker_main_nogil(void *arg)
         worker_run_nogil(pool, job, client);
     }
 
-    /* Give the client back before saying we are gone: the pool is destroyed after the last exit. */
-    mongoc_client_pool_push(pool->mpool, client);
+    /* Leave the context for the next worker before saying we are gone: the pool is destroyed
+     * after the last exit, and gives the contexts' clients back to libmongoc then. */
+    current_ctx = NULL;
     pthread_mutex_lock(&pool->mu);
+    if (ctx) {
+        worker_ctx_leave_locked(pool, ctx);
+    } else {
+        pool->starting--;
+        pool->workers--;
+    }
     pool->alive--;
     AmongoJob *barrier = NULL;
     if (pool->alive == 0 && pool->stopping) {
