@@ -76,6 +76,9 @@ enum {
                                    * with AMONGO_FLAG_TXN_NUMBER) */
 #define AMONGO_FLAG_TXN_NUMBER 0x80 /* a retryable write: sent in the worker's own session with a
                                      * txnNumber of its own, the same for every attempt */
+#define AMONGO_FLAG_MAX_AWAIT 0x100 /* with AMONGO_FLAG_MAX_TIME, the getMore of an awaitData cursor:
+                                     * maxTimeMS = min(its maxTimeMS (maxAwaitTimeMS), time left -
+                                     * the server's round trip) */
 
 /* Wake-up paths of a completion queue. */
 #define AMONGO_WAKE_EVENTFD 0    /* worker writes an eventfd the loop watches: never waits for the GIL */
@@ -283,6 +286,10 @@ mongoc_read_prefs_t *amongo_read_prefs_nogil(const bson_t *doc); /* caller destr
 /* bulk.c: AMONGO_OP_INSERT and AMONGO_OP_BULK */
 void amongo_job_run_insert_nogil(AmongoJob *job, mongoc_client_t *client);
 void amongo_job_run_bulk_nogil(AmongoJob *job, mongoc_client_t *client);
+
+/* stream.c (pure C): a job's socket waits end at its deadline */
+void amongo_stream_install_nogil(mongoc_client_t *client); /* a client just taken from the pool */
+void amongo_stream_set_deadline_nogil(int64_t deadline_us); /* the calling thread's job; 0: none */
 
 /* completion.c */
 int amongo_queue_init_type(PyObject *module, AmongoState *st);

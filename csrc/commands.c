@@ -381,6 +381,11 @@ command_timed_nogil(AmongoJob *job, CommandRun *run, int64_t txn_number)
             return false;
         }
         max_time_ms = left_ms - rtt;
+        bson_iter_t it;
+        if ((job->flags & AMONGO_FLAG_MAX_AWAIT) && bson_iter_init_find(&it, &run->cmd, "maxTimeMS") &&
+            BSON_ITER_HOLDS_NUMBER(&it) && bson_iter_as_int64(&it) > 0 &&
+            bson_iter_as_int64(&it) < max_time_ms)
+            max_time_ms = bson_iter_as_int64(&it); /* the server's await, within the time left */
     }
     bson_init(&run->timed_cmd);
     run->timed_built = true;
@@ -444,9 +449,12 @@ command_run_timed_nogil(AmongoJob *job, CommandRun *run, const bson_t *opts)
             break;
         }
         job->ok = command_dispatch_nogil(job, run, &run->timed_cmd, opts);
+        /* A retry needs the time of a round trip: else the last attempt's error stands (as
+         * PyMongo, which raises the last error once the time is up). */
         bool again = !job->ok && (job->flags & AMONGO_FLAG_RETRY) && !run->in_txn &&
                      (job->op == AMONGO_OP_READ || txn_number) && command_retryable_nogil(job) &&
-                     bson_get_monotonic_time() < job->deadline_us;
+                     (job->deadline_us - bson_get_monotonic_time()) / 1000 >
+                         command_rtt_ms_nogil(run);
         if (!again)
             break;
         bson_destroy(&job->reply);

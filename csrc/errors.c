@@ -84,7 +84,8 @@ class_for_error(AmongoState *st, const bson_error_t *e, bool timed_out, bool *se
     case MONGOC_ERROR_STREAM:
         /* libmongoc 1.23 gives a socket timeout and a reset the same domain and code
          * (MONGOC_ERROR_STREAM_SOCKET): only the time waited, or its wording, tells them apart. */
-        if (e->code == MONGOC_ERROR_STREAM_SOCKET &&
+        if ((e->code == MONGOC_ERROR_STREAM_SOCKET || (timed_out && e->code ==
+                                                           MONGOC_ERROR_STREAM_CONNECT)) &&
             (timed_out || strstr(e->message, "timed out")))
             return st->exc_NetworkTimeout;
         return st->exc_AutoReconnect;
@@ -154,6 +155,9 @@ amongo_error_from_job(AmongoState *st, const AmongoJob *job)
     /* poll() rounds its wait down to whole milliseconds: allow a little under the full timeout. */
     bool timed_out = job->socket_timeout_ms > 0 &&
                      job->elapsed_us >= (int64_t)job->socket_timeout_ms * 900;
+    /* Under a deadline the socket waits end at it (stream.c): a socket error once it has passed is
+     * that timeout (PyMongo's NetworkTimeout). */
+    timed_out = timed_out || (job->deadline_us && bson_get_monotonic_time() >= job->deadline_us);
     PyObject *cls = class_for_error(st, &job->error, timed_out, &server_style);
     PyObject *details = NULL;
     if (server_style && job->has_reply && !bson_empty(&job->reply)) {

@@ -22,6 +22,7 @@ amongo_session_open_nogil(AmongoJob *job, const bson_t *opts, bson_error_t *erro
                        "held by a worker, an open cursor or a session (raise maxPoolSize)");
         return NULL;
     }
+    amongo_stream_install_nogil(client);
     mongoc_session_opt_t *sopts = mongoc_session_opts_new();
     bool causal = false, snapshot = false;
     bson_iter_t it;

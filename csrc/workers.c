@@ -84,8 +84,11 @@ worker_ctx_take_nogil(AmongoPool *pool)
     if (ctx)
         return ctx;
     ctx = calloc(1, sizeof *ctx);
-    if (ctx)
+    if (ctx) {
         ctx->client = mongoc_client_pool_pop(pool->mpool);
+        if (ctx->client)
+            amongo_stream_install_nogil(ctx->client);
+    }
     return ctx;
 }
 
@@ -150,8 +153,11 @@ worker_run_nogil(AmongoPool *pool, AmongoJob *job, mongoc_client_t *client)
     while (job) {
         if (!run)
             amongo_job_set_closed(job);
-        else if (!amongo_job_expired(job)) /* a job whose deadline passed in the queue: unsent */
+        else if (!amongo_job_expired(job)) { /* a job whose deadline passed in the queue: unsent */
+            amongo_stream_set_deadline_nogil(job->deadline_us); /* its socket waits end there */
             amongo_job_run_nogil(job, client);
+            amongo_stream_set_deadline_nogil(0);
+        }
         AmongoJob *next = job->session ? amongo_session_turn_done(job->session) : NULL;
         amongo_queue_push_from_worker(job->queue, job);
         if (next) {

@@ -14,7 +14,7 @@ import time
 import bson
 import pytest
 from bson.int64 import Int64
-from pymongo.errors import ExecutionTimeout
+from pymongo.errors import ExecutionTimeout, NetworkTimeout
 from pymongo.monitoring import CommandListener
 
 from asyncmongo import _core
@@ -76,7 +76,8 @@ async def test_a_job_past_its_deadline_is_never_sent(make_client, db_name, liste
 
 async def test_numbered_writes_are_applied_once(make_client, db_name, listener, sync_client,
                                                 server):
-    client = make_client(event_listeners=[listener])
+    # One worker: each worker numbers in a session of its own, and the check below reads one.
+    client = make_client(event_listeners=[listener], maxPoolSize=1)
     flags = _core.FLAG_MAX_TIME | _core.FLAG_RETRY | _core.FLAG_TXN_NUMBER
     for i in range(3):
         cmd = bson.encode({"update": "n", "updates": [
@@ -112,3 +113,42 @@ def _op_msg(host: str, port: int, body: dict) -> dict:
             assert chunk, "connection closed"
             data += chunk
     return bson.decode(data[16 + 4 + 1:])
+
+
+class Events(CommandListener):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def started(self, event) -> None:
+        self.events.append(("started", event.command_name))
+
+    def succeeded(self, event) -> None:
+        self.events.append(("succeeded", event.command_name))
+
+    def failed(self, event) -> None:
+        self.events.append(("failed", event.command_name))
+
+
+async def test_a_running_job_ends_at_its_deadline(make_client, db_name, sync_client):
+    """The worker's socket waits end at the job's deadline (stream.c): the job itself fails as a
+    network timeout then, not when the server answers, and the command is reported failed."""
+    events = Events()
+    client = make_client(event_listeners=[events], maxPoolSize=1)
+    await client[db_name].command("ping")
+    sync_client.admin.command("configureFailPoint", "failCommand", mode={"times": 1},
+                              data={"failCommands": ["find"], "blockConnection": True,
+                                    "blockTimeMS": 1000})
+    try:
+        start = time.monotonic()
+        with pytest.raises(NetworkTimeout) as info:
+            await client._core.submit(_core.OP_READ, _core.RES_FIRST, db_name, None, _find("c"),
+                                      None, None, _core.FLAG_MAX_TIME | _core.FLAG_RETRY, 0, None,
+                                      None, start + 0.2)
+        elapsed = time.monotonic() - start
+    finally:
+        sync_client.admin.command("configureFailPoint", "failCommand", mode="off")
+    assert info.value.timeout
+    assert elapsed < 0.2 + 0.3, elapsed  # the deadline, not the server's 1 s
+    # One attempt (no time was left for a retry), reported failed; the one worker is free.
+    assert [e for e in events.events if e[1] == "find"] == [("started", "find"), ("failed", "find")]
+    assert await client[db_name].c.find_one() is None
