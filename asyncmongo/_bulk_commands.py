@@ -5,9 +5,13 @@ It covers a per-operation ``sort`` in ``UpdateOne``/``ReplaceOne`` (MongoDB 8.0;
 "Invalid option") and an explicit ``bypass_document_validation=False`` (libmongoc leaves it out of
 the command), for ``bulk_write``, ``insert_one`` and ``insert_many``. Batching is PyMongo's: ordered,
 runs of one kind in the given order, stopping at the first write error; unordered, all inserts, then
-updates, then deletes; each batch cut to the server's limits. These commands are not retried
-(libmongoc retries its bulk API's writes only). This module goes once the libmongoc the driver
-builds against can send both (libmongoc 2.x's bulk API takes ``sort``).
+updates, then deletes; each batch cut to the server's limits.
+
+It is also how every write goes under a timeout (Client Side Operations Timeout): libmongoc's bulk
+API takes no maxTimeMS. Then all batches share the operation's one deadline, each is sent with
+maxTimeMS = time left, and a batch of single-document statements is a retryable write: the core
+numbers it (txnNumber) and retries it while time is left. Without a timeout these commands are not
+retried (libmongoc retries its bulk API's writes only).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import helpers_shared
 from pymongo.errors import WriteConcernError
 
-from asyncmongo import _core
+from asyncmongo import _core, _csot
 from asyncmongo._bulk import K_DELETE, K_INSERT, K_UPDATE, BulkBuilder
 from asyncmongo._common import MAX_STATEMENTS_SIZE, MAX_WRITE_BATCH_SIZE, check_command_size
 from asyncmongo.client_session import run_in_session
@@ -84,6 +88,15 @@ def _merge_reply(
 
 
 
+def _single_statement(op: Mapping[str, Any], kind: int) -> bool:
+    """A statement a retryable write may carry (not updateMany/deleteMany)."""
+    if kind == K_UPDATE:
+        return not op.get("multi")
+    if kind == K_DELETE:
+        return op.get("limit") == 1
+    return True
+
+
 def _empty_result() -> dict[str, Any]:
     return {
         "writeErrors": [], "writeConcernErrors": [], "nInserted": 0, "nUpserted": 0,
@@ -99,6 +112,8 @@ async def run_bulk_by_commands(
     what the server did (write errors in it, not raised)."""
     full = _empty_result()
     codec = coll._codec_options
+    write_opts = _csot.write_opts(coll._write_concern, coll._write_opts)
+    acknowledged = coll._write_concern.acknowledged
     for kind, indexes in _runs(bulk.kinds, ordered):
         name, field = _COMMANDS[kind]
         head: dict[str, Any] = {name: coll._name, "ordered": ordered}
@@ -123,10 +138,13 @@ async def run_bulk_by_commands(
             cmd = dict(head)
             cmd[field] = batch
             raw = check_command_size(_encode(cmd, False, codec))  # a statement alone too large
+            retryable = acknowledged and all(_single_statement(bulk.ops[i], kind) for i in
+                                             indexes[start:start + len(batch)])
             try:
                 reply = await run_in_session(
                     coll._client._core, session, _core.OP_WRITE, _core.RES_DOC, coll._db_name,
-                    None, raw, coll._write_opts, None,
+                    None, raw, write_opts, None, 0, 0, None,
+                    _csot.WRITE if retryable else _csot.COMMAND,
                 )
             except WriteConcernError as exc:
                 # libmongoc fails a reply with a writeConcernError; the writes were done.

@@ -30,7 +30,7 @@ from pymongo.helpers_shared import _get_wce_doc
 from pymongo.results import ClientBulkWriteResult, DeleteResult, InsertOneResult, UpdateResult
 from pymongo.write_concern import WriteConcern
 
-from asyncmongo import _core
+from asyncmongo import _core, _csot
 from asyncmongo._common import MAX_STATEMENTS_SIZE as MAX_COMMAND_SIZE
 from asyncmongo._common import MAX_WRITE_BATCH_SIZE
 from asyncmongo.client_session import check_session, run_in_session
@@ -253,7 +253,9 @@ async def client_bulk_write(
     if write_concern is not None and write_concern is not client.write_concern and not (
         session is not None and session.in_transaction
     ):
-        opts = _encode({"writeConcern": write_concern.document})
+        opts = _encode({"writeConcern": _csot.write_concern_doc(write_concern)})
+    elif write_concern is not None and not (session is not None and session.in_transaction):
+        opts = _csot.write_opts(write_concern, None)  # under a timeout, no wtimeout
     codec_options = client.codec_options
     reply_codec = codec_options.with_options(document_class=dict)
     batches = _batches(bulk, len(_encode(header)), codec_options)
@@ -374,7 +376,8 @@ class _Execution:
             # has no result kind returning a whole reply with its session).
             more: dict[str, Any] = {"getMore": Int64(cursor_id), "collection": ns.split(".", 1)[1]}
             got = await run_in_session(self.core, self.session, _core.OP_COMMAND, _core.RES_DOC,
-                                       "admin", None, _encode(more), None, self.codec)
+                                       "admin", None, _encode(more), None, self.codec, 0, 0, None,
+                                       _csot.UNBOUNDED)
             cursor = got.get("cursor") or {}
             docs = list(cursor.get("nextBatch") or ())
             cursor_id = cursor.get("id", 0)

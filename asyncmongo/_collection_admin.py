@@ -15,6 +15,7 @@ from pymongo import common, helpers_shared
 from pymongo.errors import InvalidName, OperationFailure
 from pymongo.operations import IndexModel
 
+from asyncmongo import _csot
 from asyncmongo._common import primary_read
 from asyncmongo.client_session import check_session
 from asyncmongo.command_cursor import AsyncCommandCursor, ready_batch, run_cursor_command
@@ -30,6 +31,7 @@ class _AdminMixin:
 
     # ---- indexes ---------------------------------------------------------------------------
 
+    @_csot.apply
     async def create_indexes(
         self, indexes: Any, session: Any = None, comment: Any = None, **kwargs: Any
     ) -> list[str]:
@@ -58,6 +60,7 @@ class _AdminMixin:
         )
         return names
 
+    @_csot.apply
     async def create_index(
         self, keys: Any, session: Any = None, comment: Any = None, **kwargs: Any
     ) -> str:
@@ -72,12 +75,14 @@ class _AdminMixin:
         index = IndexModel(keys, **kwargs)
         return (await self._create_indexes([index], cmd_options, session))[0]
 
+    @_csot.apply
     async def drop_indexes(self, session: Any = None, comment: Any = None, **kwargs: Any) -> None:
         """Drop every index but ``_id``'s; a missing collection is not an error."""
         if comment is not None:
             kwargs["comment"] = comment
         await self._drop_index("*", session, None, kwargs)
 
+    @_csot.apply
     async def drop_index(
         self, index_or_name: Any, session: Any = None, comment: Any = None, **kwargs: Any
     ) -> None:
@@ -102,10 +107,13 @@ class _AdminMixin:
             session=session,
         )
 
-    async def list_indexes(self, session: Any = None, comment: Any = None) -> AsyncCommandCursor:
+    @_csot.apply
+    async def list_indexes(self, session: Any = None, comment: Any = None,
+                           timeout_mode: str | None = None) -> AsyncCommandCursor:
         """A command cursor over the index documents (SON, as PyMongo's); empty if the collection
-        does not exist."""
+        does not exist. ``timeout_mode``: asyncmongo's, see AsyncCursor."""
         session = check_session(self._client, session)
+        timeout = _csot.CursorTimeout(self._timeout, timeout_mode)
         cmd: dict[str, Any] = {"listIndexes": self._name, "cursor": {}}
         if comment is not None:
             cmd["comment"] = comment
@@ -114,7 +122,7 @@ class _AdminMixin:
         try:
             return await run_cursor_command(
                 client, self._db_name, cmd, _INDEX_CODEC_OPTIONS, op=op, read_prefs=prefs,
-                comment=comment, session=session,
+                comment=comment, session=session, timeout=timeout,
             )
         except OperationFailure as exc:
             if exc.code != 26:  # NamespaceNotFound reads as no indexes, as PyMongo
@@ -124,6 +132,7 @@ class _AdminMixin:
                 comment=comment,
             )
 
+    @_csot.apply
     async def index_information(self, session: Any = None, comment: Any = None) -> dict[str, Any]:
         """``{name: {"key": [(field, direction), ...], ...other index fields}}`` as PyMongo's."""
         cursor = await self.list_indexes(session=session, comment=comment)
@@ -136,6 +145,7 @@ class _AdminMixin:
 
     # ---- collection ------------------------------------------------------------------------
 
+    @_csot.apply
     async def rename(
         self, new_name: str, session: Any = None, comment: Any = None, **kwargs: Any
     ) -> Any:
@@ -158,11 +168,12 @@ class _AdminMixin:
             cmd, self._write_opts, self._codec_options, db_name="admin", session=session
         )
 
+    @_csot.apply
     async def options(self, session: Any = None, comment: Any = None) -> dict[str, Any]:
         """The options the collection was created with (``{}`` if it does not exist)."""
         database = self._client.get_database(
             self._db_name, self._codec_options, self._read_preference, self._write_concern,
-            self._read_concern,
+            self._read_concern, self._timeout,
         )
         cursor = await database.list_collections(
             session=session, filter={"name": self._name}, comment=comment

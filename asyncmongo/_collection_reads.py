@@ -16,7 +16,7 @@ from pymongo.collation import validate_collation_or_none
 from pymongo.errors import ConfigurationError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
-from asyncmongo import _core
+from asyncmongo import _core, _csot
 from asyncmongo._common import check_command_size as _check_size
 from asyncmongo._common import read_prefs
 from asyncmongo.change_stream import AsyncCollectionChangeStream, open_change_stream
@@ -84,12 +84,14 @@ class _ReadsMixin:
 
     # ---- aggregate -------------------------------------------------------------------------
 
+    @_csot.apply
     async def aggregate(
         self,
         pipeline: list[Mapping[str, Any]],
         session: Any = None,
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
+        timeout_mode: str | None = None,
         **kwargs: Any,
     ) -> AsyncCommandCursor:
         """Run an aggregation pipeline: an ``AsyncCommandCursor`` over its results.
@@ -98,7 +100,7 @@ class _ReadsMixin:
         ``batchSize``, ``collation``, ``hint``, ``bypassDocumentValidation``, ``maxAwaitTimeMS``,
         ``readConcern``, ``writeConcern``...).
         A pipeline ending in ``$out`` or ``$merge`` runs on the primary with the collection's write
-        concern.
+        concern. ``timeout_mode`` (asyncmongo's): the cursor's timeout mode, see AsyncCursor.
         """
         session = check_session(self._client, session)
         if "explain" in kwargs:
@@ -126,6 +128,10 @@ class _ReadsMixin:
             cursor_opts["batchSize"] = batch_size
         collation = validate_collation_or_none(kwargs.pop("collation", None))
         max_await_time_ms = kwargs.pop("maxAwaitTimeMS", None)
+        timeout = _csot.CursorTimeout(self._timeout, timeout_mode, writes=performs_write)
+        _csot.check_max_await(max_await_time_ms, timeout.timeout)
+        if timeout.timeout is not None:
+            kwargs.pop("maxTimeMS", None)  # deprecated: the timeout replaces it
 
         # Concerns go to libmongoc as options, so that it adds none of the client's beside them; the
         # caller's (keyword arguments) replace the collection's.
@@ -142,8 +148,9 @@ class _ReadsMixin:
             if wc is None:
                 if collation is not None and not self._write_concern.acknowledged:
                     raise ConfigurationError("Collation is unsupported for unacknowledged writes.")
-                if self._write_opts is not None:
-                    wc = self._write_concern.document
+                if self._write_opts is not None or (
+                        _csot.enabled() and "wtimeout" in self._write_concern.document):
+                    wc = _csot.write_concern_doc(self._write_concern)
             if wc is not None:
                 opts_doc["writeConcern"] = wc
         else:
@@ -157,15 +164,16 @@ class _ReadsMixin:
         raw = _check_size(_encode(cmd, False, self._codec_options))
         first = await run_in_session(
             self._client._core, session, op, _core.RES_CURSOR, self._db_name, None, raw, opts,
-            self._codec_options, _core.FLAG_PIN, 0, prefs,
+            self._codec_options, _core.FLAG_PIN, 0, prefs, timeout.first_flags(),
         )
         if not first.namespace:  # a server that names no namespace: the collection's
             first = _core.CursorBatch((first.cursor_id, self._full_name) + tuple(first)[2:])
         return AsyncCommandCursor(
             self._client, self._db_name, first, self._codec_options, batch_size or 0,
-            max_await_time_ms, kwargs.get("comment"), session,
+            max_await_time_ms, kwargs.get("comment"), session, timeout,
         )
 
+    @_csot.apply
     async def watch(
         self,
         pipeline: list[Mapping[str, Any]] | None = None,
@@ -192,6 +200,7 @@ class _ReadsMixin:
 
     # ---- counts ----------------------------------------------------------------------------
 
+    @_csot.apply
     async def count_documents(
         self, filter: Mapping[str, Any], session: Any = None, comment: Any = None, **kwargs: Any
     ) -> int:
@@ -228,6 +237,7 @@ class _ReadsMixin:
             return 0
         return result["n"]
 
+    @_csot.apply
     async def estimated_document_count(self, comment: Any = None, **kwargs: Any) -> int:
         """The collection's document count from its metadata (the ``count`` command)."""
         if "session" in kwargs:
@@ -245,6 +255,7 @@ class _ReadsMixin:
 
     # ---- distinct --------------------------------------------------------------------------
 
+    @_csot.apply
     async def distinct(
         self,
         key: str,

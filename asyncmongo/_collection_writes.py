@@ -25,7 +25,7 @@ from pymongo.errors import (
 from pymongo.results import BulkWriteResult, DeleteResult, UpdateResult
 from pymongo.write_concern import WriteConcern
 
-from asyncmongo import _core
+from asyncmongo import _core, _csot
 from asyncmongo._bulk import BulkBuilder, bulk_api_result, write_concern_error
 from asyncmongo._bulk_commands import needs_commands, run_bulk_by_commands
 from asyncmongo._common import check_command_size as _check_size
@@ -80,11 +80,14 @@ class _WritesMixin:
         None when unacknowledged."""
         return await self._acknowledged_outcome(run_in_session(self._client._core, session, *job))
 
-    async def _write_command(self, cmd: dict[str, Any], session: Any) -> Any:
-        """Run a multi-document update/delete command (not retryable, as PyMongo's are not)."""
+    async def _write_command(self, cmd: dict[str, Any], session: Any, retryable: bool = False) -> Any:
+        """Run an update/delete command: a multi-document one is not retryable (as PyMongo's are
+        not); a single-document one, sent so under a timeout, is (the core numbers it)."""
         raw = _check_size(_encode(cmd, False, self._codec_options))
+        timed = _csot.WRITE if retryable and self._acknowledged else _csot.COMMAND
         return await self._await_write(
-            session, _OP_WRITE, _RES_WRITE, self._db_name, None, raw, self._write_opts, None
+            session, _OP_WRITE, _RES_WRITE, self._db_name, None, raw,
+            _csot.write_opts(self._write_concern, self._write_opts), None, 0, 0, None, timed,
         )
 
     async def _single_write(
@@ -140,7 +143,8 @@ class _WritesMixin:
         if sort is not None:
             _validate_is_mapping("sort", sort)
             spec["sort"] = sort
-        if not multi and sort is None and bypass_document_validation is not False:
+        if (not multi and sort is None and bypass_document_validation is not False
+                and not _csot.enabled()):
             # Retryable: see _single_write. (libmongoc's bulk API takes no per-update sort.)
             opts = {k: v for k, v in spec.items() if k in ("upsert", "collation", "arrayFilters", "hint")}
             opts["validate"] = False  # the server judges the document, as with PyMongo
@@ -172,7 +176,7 @@ class _WritesMixin:
             cmd["comment"] = comment
         if bypass_document_validation is not None:
             cmd["bypassDocumentValidation"] = bypass_document_validation
-        reply = await self._write_command(cmd, session)
+        reply = await self._write_command(cmd, session, retryable=not multi)
         if reply is None:
             return UpdateResult(None, False)
         # PyMongo's raw_result: the reply, with updatedExisting and the upserted _id alone.
@@ -185,6 +189,7 @@ class _WritesMixin:
                 result["upserted"] = result["upserted"][0]["_id"]
         return UpdateResult(result, True)
 
+    @_csot.apply
     async def replace_one(
         self,
         filter: Mapping[str, Any],
@@ -208,6 +213,7 @@ class _WritesMixin:
             let, sort, comment, session,
         )
 
+    @_csot.apply
     async def update_one(
         self,
         filter: Mapping[str, Any],
@@ -231,6 +237,7 @@ class _WritesMixin:
             hint, let, sort, comment, session,
         )
 
+    @_csot.apply
     async def update_many(
         self,
         filter: Mapping[str, Any],
@@ -268,7 +275,7 @@ class _WritesMixin:
             spec["collation"] = collation
         if hint is not None:
             spec["hint"] = _hint_value(hint)
-        if not multi:
+        if not multi and not _csot.enabled():  # a timeout needs a write command (maxTimeMS)
             if let is not None:
                 common.validate_is_document_type("let", let)
             opts = {k: v for k, v in spec.items() if k in ("collation", "hint")}
@@ -283,12 +290,13 @@ class _WritesMixin:
             cmd["let"] = let
         if comment is not None:
             cmd["comment"] = comment
-        reply = await self._write_command(cmd, session)
+        reply = await self._write_command(cmd, session, retryable=not multi)
         if reply is None:
             # PyMongo's unacknowledged command reply.
             return DeleteResult({"ok": 1}, False)
         return DeleteResult(reply, True)
 
+    @_csot.apply
     async def delete_one(
         self,
         filter: Mapping[str, Any],
@@ -301,6 +309,7 @@ class _WritesMixin:
         session = self._write_session(session)
         return await self._delete(filter, False, collation, hint, let, comment, session)
 
+    @_csot.apply
     async def delete_many(
         self,
         filter: Mapping[str, Any],
@@ -315,6 +324,7 @@ class _WritesMixin:
 
     # ---- bulk_write ------------------------------------------------------------------------
 
+    @_csot.apply
     async def bulk_write(
         self,
         requests: Sequence[Any],
@@ -358,7 +368,7 @@ class _WritesMixin:
     ) -> dict[str, Any] | None:
         """Run a collected bulk by whichever engine can send it: PyMongo's bulk_api_result (write
         errors in it, not raised), or None when unacknowledged."""
-        if needs_commands(bulk, bypass):
+        if needs_commands(bulk, bypass) or _csot.enabled():  # a timeout needs write commands
             run = run_bulk_by_commands(self, bulk, ordered, bypass, comment, let, session)
         else:
             run = self._bulk_by_libmongoc(bulk, ordered, bypass, comment, let, session)
@@ -395,15 +405,17 @@ class _WritesMixin:
         return bulk_api_result(reply, bulk.ops, order)
 
     async def _insert_by_commands(
-        self, documents: list[Any], ordered: bool, comment: Any, session: Any, single: bool = False
+        self, documents: list[Any], ordered: bool, comment: Any, session: Any, single: bool = False,
+        bypass: bool | None = False,
     ) -> None:
-        """insert_one / insert_many with bypass_document_validation=False (see _bulk_commands).
-        Raises what PyMongo raises (insert_one: WriteError, DuplicateKeyError, WriteConcernError;
-        insert_many: BulkWriteError)."""
+        """insert_one / insert_many as insert commands (see _bulk_commands): with
+        bypass_document_validation=False, or under a timeout. Raises what PyMongo raises
+        (insert_one: WriteError, DuplicateKeyError, WriteConcernError; insert_many:
+        BulkWriteError)."""
         bulk = BulkBuilder(self)
         for document in documents:
             bulk.add_insert(document)
-        full = await self._execute_bulk(bulk, ordered, False, comment, None, session)
+        full = await self._execute_bulk(bulk, ordered, bypass, comment, None, session)
         if full is None:
             return
         if single:
@@ -440,10 +452,10 @@ class _WritesMixin:
         raw_wc = kwargs.pop("writeConcern", None)
         if raw_wc is not None:
             write_concern = WriteConcern(**raw_wc)
-            opts = _encode({"writeConcern": write_concern.document})
+            opts = _encode({"writeConcern": _csot.write_concern_doc(write_concern)})
         else:
             write_concern = self._write_concern
-            opts = self._write_opts
+            opts = _csot.write_opts(write_concern, self._write_opts)
         acknowledged = write_concern.acknowledged
         cmd: dict[str, Any] = {"findAndModify": self._name, "query": filter, "new": return_document}
         if let is not None:
@@ -476,7 +488,8 @@ class _WritesMixin:
         try:
             reply = await run_in_session(
                 self._client._core, session, _OP_READ_WRITE, _RES_DOC, self._db_name, None, raw,
-                opts, self._codec_options,
+                opts, self._codec_options, 0, 0, None,
+                _csot.WRITE if acknowledged else _csot.COMMAND,  # retryable, as PyMongo's
             )
         except OperationFailure as exc:
             if not acknowledged:
@@ -504,6 +517,7 @@ class _WritesMixin:
             raise write_concern_error(wce, reply.get("errorLabels"))
         return reply.get("value")
 
+    @_csot.apply
     async def find_one_and_delete(
         self,
         filter: Mapping[str, Any],
@@ -522,6 +536,7 @@ class _WritesMixin:
             filter, projection, sort, let=let, hint=hint, session=session, **kwargs
         )
 
+    @_csot.apply
     async def find_one_and_replace(
         self,
         filter: Mapping[str, Any],
@@ -545,6 +560,7 @@ class _WritesMixin:
             session=session, **kwargs,
         )
 
+    @_csot.apply
     async def find_one_and_update(
         self,
         filter: Mapping[str, Any],

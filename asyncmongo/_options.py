@@ -68,6 +68,8 @@ _URI_OPTIONS = {
     "srvservicename": ("srvServiceName", "str"),
     "srvmaxhosts": ("srvMaxHosts", "int"),
 }
+# Options timeoutMS deprecates: ignored once it is set (the specification), so kept from libmongoc.
+_DEPRECATED_BY_TIMEOUT = ("sockettimeoutms", "waitqueuetimeoutms", "wtimeoutms")
 # Options that shape decoding on the Python side.
 _CODEC_OPTIONS = {"uuidrepresentation", "unicode_decode_error_handler", "tzinfo", "datetime_conversion"}
 # asyncmongo's own: the completion wake-up path ("eventfd", the default, or "threadsafe").
@@ -185,6 +187,14 @@ class ClientOptions:
         # served by the core's APM hook, any other kind is refused in command_listeners().
         self.command_listeners = command_listeners(options.pop("event_listeners", None))
         self.event_listeners = list(self.command_listeners)
+        # Client Side Operations Timeout (PyMongo validated it to seconds): asyncmongo's own, not
+        # libmongoc's. Set at the client level it governs every operation, so the options it
+        # deprecates never apply: libmongoc is not given them (socketTimeoutMS would cut the
+        # core's socket waits, wtimeoutMS would go in every write concern).
+        self.timeout: float | None = options.pop("timeoutms", None)
+        self.wait_queue_timeout: float | None = (
+            options.get("waitqueuetimeoutms") or None if self.timeout is None else None
+        )
         unsupported = sorted(k for k in options if k not in _URI_OPTIONS)
         if unsupported:
             raise ConfigurationError(
@@ -192,6 +202,8 @@ class ClientOptions:
                 f"(libmongoc {_core.MONGOC_VERSION} has no equivalent)"
             )
         self.options = options
+        self.retry_reads = options.get("retryreads", True) is not False
+        self.retry_writes = options.get("retrywrites", True) is not False
         pool = options.get("maxpoolsize", DEFAULT_MAX_POOL_SIZE)
         if pool and options.get("minpoolsize", 0) > pool:
             raise ValueError("minPoolSize must be smaller or equal to maxPoolSize")
@@ -240,8 +252,9 @@ class ClientOptions:
 
     def _mongoc_uri(self) -> str:
         params: list[str] = []
+        deprecated = _DEPRECATED_BY_TIMEOUT if self.timeout is not None else ()
         for key, value in self.options.items():
-            if value is None:
+            if value is None or key in deprecated:
                 continue
             name, kind = _URI_OPTIONS[key]
             params.extend(f"{name}={quote(v, safe=':,')}" for v in _render(kind, value))

@@ -6,6 +6,12 @@ A stream's server cursor is plain data like any cursor here (cursor.py): the agg
 getMore are one core job (``RES_STREAM``, which also returns the batch's postBatchResumeToken and
 the reply's operationTime). A getMore waits on the server up to ``max_await_time_ms``, holding one
 worker thread all that time.
+
+Timeouts (the specification's change streams rules): the stream keeps the timeout in force when
+watch() is called (a ``pymongo.timeout()`` block, else its target's timeoutMS). The aggregate has it,
+then each next() call has it afresh for all it sends (getMores and a resume), each try_next() for
+its getMore; a getMore's maxTimeMS is min(max_await_time_ms, time left - RTT). A next call that
+times out leaves the stream open: the next one resumes it.
 """
 
 from __future__ import annotations
@@ -26,10 +32,10 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from asyncmongo import _core
-from asyncmongo._execute import execute
+from asyncmongo import _core, _csot
+from asyncmongo._execute import run_job
 from asyncmongo.client_session import check_session, run_in_session
-from asyncmongo.command_cursor import AsyncCommandCursor
+from asyncmongo.command_cursor import AsyncCommandCursor, kill_cursor
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
@@ -67,7 +73,7 @@ class _StreamCursor(AsyncCommandCursor):
     def __init__(self, stream: "AsyncChangeStream", first: Any) -> None:
         super().__init__(stream._client, stream._db_name, first, stream._job_codec_options,
                          stream._batch_size, stream._max_await_time_ms, stream._comment,
-                         stream._session)
+                         stream._session, stream._csot)
         self.post_batch_resume_token = first.post_batch_resume_token
 
     def _on_batch(self, batch: Any) -> None:
@@ -126,6 +132,8 @@ class AsyncChangeStream:
         ):
             raise TypeError("max_await_time_ms must be an integer or None")
         self._target = target
+        self._csot = _csot.CursorTimeout(target._timeout, None, tailable=True, await_data=True)
+        _csot.check_max_await(max_await_time_ms, self._csot.timeout)
         client = self._client
         self._core = client._core
         self._session = check_session(client, session)
@@ -206,6 +214,7 @@ class AsyncChangeStream:
         first = await run_in_session(
             self._core, self._session, _core.OP_READ, _core.RES_STREAM, self._db_name, None, raw,
             self._job_opts(), self._job_codec_options, _core.FLAG_PIN, 0, self._job_read_prefs(),
+            self._csot.first_flags(),
         )
         cursor = _StreamCursor(self, first)
         # An empty first batch: cache where the stream starts, for a resume before any change.
@@ -241,11 +250,8 @@ class AsyncChangeStream:
         if self._max_wire_version is None and self._cursor is not None:
             core = self._core
             try:
-                reply = await execute(
-                    core,
-                    core.submit(_core.OP_COMMAND, _core.RES_DOC, "admin", None,
-                                _encode({"hello": 1}), None, None, 0, self._cursor._server_id),
-                )
+                reply = await run_job(core, _core.OP_COMMAND, _core.RES_DOC, "admin", None,
+                                      _encode({"hello": 1}), None, None, 0, self._cursor._server_id)
             except PyMongoError:
                 return None
             self._max_wire_version = int(reply.get("maxWireVersion", 0))
@@ -278,9 +284,11 @@ class AsyncChangeStream:
 
     async def next(self) -> Any:
         """The next change, waiting for one (a getMore every max_await_time_ms until one comes).
-        Raises StopAsyncIteration once the stream is closed."""
+        Raises StopAsyncIteration once the stream is closed. Under a timeout, one for the whole
+        call."""
+        deadline = self._csot.next_deadline()
         while self.alive:
-            doc = await self.try_next()
+            doc = await self._try_next(deadline)
             if doc is not None:
                 return doc
         raise StopAsyncIteration
@@ -290,6 +298,14 @@ class AsyncChangeStream:
     async def try_next(self) -> Any:
         """The next change, or None if none is buffered and one getMore (waiting at most
         max_await_time_ms on the server) brings none. The resume token may advance either way."""
+        return await self._try_next(self._csot.next_deadline())
+
+    async def _try_next(self, deadline: float | None) -> Any:
+        """try_next() under one block: ``deadline`` for the getMore and a resume it may take."""
+        with self._csot.fetch(deadline):
+            return await self._try_next_in_block()
+
+    async def _try_next_in_block(self) -> Any:
         cursor = self._cursor
         assert cursor is not None
         if not self._closed and not cursor.alive:
@@ -348,9 +364,8 @@ class AsyncChangeStream:
         self._closed = True
         if self._cursor is None:
             return
-        future = self._cursor.kill()
-        if future is not None:
-            await future
+        self._cursor._data.clear()
+        await kill_cursor(self._cursor, self._csot)
 
     async def __aenter__(self) -> "AsyncChangeStream":
         return self

@@ -19,7 +19,7 @@ from pymongo.errors import ConfigurationError, InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from asyncmongo import _core
+from asyncmongo import _core, _csot
 from asyncmongo._client_bulk import client_bulk_write
 from asyncmongo._common import primary_read
 from asyncmongo._options import ClientOptions
@@ -40,6 +40,10 @@ class AsyncMongoClient:
     **kwargs)`` takes a MongoDB URI or host names and PyMongo's keyword options. One asyncmongo
     option is added: ``wakeup="eventfd"`` (default) or ``"threadsafe"``, the path by which worker
     threads wake the event loop (``ASYNCMONGO_WAKEUP`` in the environment sets the default).
+
+    ``timeoutMS`` (URI or keyword, as PyMongo's) bounds each operation: queue wait, server
+    selection, round trips and retries; ``with pymongo.timeout(seconds):`` bounds the operations
+    inside it, as with PyMongo.
     """
 
     HOST = "localhost"
@@ -64,6 +68,7 @@ class AsyncMongoClient:
         self._read_preference = opts.read_preference
         self._write_concern: WriteConcern = opts.write_concern
         self._read_concern: ReadConcern = opts.read_concern
+        self._timeout: float | None = opts.timeout
         # Command listeners: the core installs libmongoc's APM callbacks and hands each job's
         # events to the publisher on the loop thread, before the job's future resolves.
         sink = _CommandPublisher(opts.command_listeners) if opts.command_listeners else None
@@ -72,6 +77,8 @@ class AsyncMongoClient:
             apm_sink=sink,
         )
         _LIVE_CORES.add(self._core)
+        _csot.register(self._core, _csot.CoreSettings(opts.retry_reads, opts.retry_writes,
+                                                      opts.wait_queue_timeout))
         self._closed = False
         self._close_barrier: asyncio.Future[None] | None = None
         # Sessions not yet ended: close() ends them (each holds a libmongoc client of the pool).
@@ -126,12 +133,17 @@ class AsyncMongoClient:
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
+        timeout: float | None = None,
     ) -> AsyncDatabase:
+        """The database ``name`` (the URI's by default). ``timeout`` (seconds, 0 for no limit;
+        asyncmongo's, PyMongo 4.20 has none) overrides the client's timeoutMS for its
+        operations."""
         if name is None:
             name = self._opts.database
             if name is None:
                 raise ConfigurationError("No default database defined")
-        return AsyncDatabase(self, name, codec_options, read_preference, write_concern, read_concern)
+        return AsyncDatabase(self, name, codec_options, read_preference, write_concern, read_concern,
+                             timeout)
 
     def get_default_database(
         self,
@@ -140,17 +152,21 @@ class AsyncMongoClient:
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
+        timeout: float | None = None,
     ) -> AsyncDatabase:
         """The database named in the URI, else ``default``."""
         name = self._opts.database or default
         if name is None:
             raise ConfigurationError("No default database name defined or provided.")
-        return AsyncDatabase(self, name, codec_options, read_preference, write_concern, read_concern)
+        return AsyncDatabase(self, name, codec_options, read_preference, write_concern, read_concern,
+                             timeout)
 
+    @_csot.apply
     async def server_info(self, session: Any = None) -> dict[str, Any]:
         """The server's ``buildInfo``."""
         return await self.admin.command("buildinfo", session=session)
 
+    @_csot.apply
     async def list_databases(
         self, session: Any = None, comment: Any = None, **kwargs: Any
     ) -> AsyncCommandCursor:
@@ -169,10 +185,12 @@ class AsyncMongoClient:
         return AsyncCommandCursor(self, "admin", ready_batch(reply["databases"], "admin.$cmd"),
                                   DEFAULT_CODEC_OPTIONS, comment=comment)
 
+    @_csot.apply
     async def list_database_names(self, session: Any = None, comment: Any = None) -> list[str]:
         cursor = await self.list_databases(session, comment, nameOnly=True)
         return [doc["name"] async for doc in cursor]
 
+    @_csot.apply
     async def drop_database(
         self, name_or_database: Any, session: Any = None, comment: Any = None
     ) -> None:
@@ -191,6 +209,7 @@ class AsyncMongoClient:
         # The client's write concern: libmongoc applies it to a write command with no options.
         await self[name]._write_command(cmd, None, DEFAULT_CODEC_OPTIONS, session=session)
 
+    @_csot.apply
     async def watch(
         self,
         pipeline: list[Mapping[str, Any]] | None = None,
@@ -222,19 +241,24 @@ class AsyncMongoClient:
         causal_consistency: bool | None = None,
         default_transaction_options: Any = None,
         snapshot: bool | None = False,
+        default_timeout: float | None = None,
     ) -> AsyncClientSession:
         """A new explicit session (PyMongo's ``start_session``): ``async with
         client.start_session() as session:``. Causally consistent unless ``snapshot``. It takes a
-        libmongoc client of the pool from its first operation until it ends."""
+        libmongoc client of the pool from its first operation until it ends.
+        ``default_timeout`` (seconds, 0 for no limit; the specification's defaultTimeoutMS,
+        asyncmongo's own) overrides the client's timeoutMS for commit_transaction,
+        abort_transaction, with_transaction and end_session."""
         if self._closed:
             raise InvalidOperation("Cannot use MongoClient after close")
         options = SessionOptions(causal_consistency, default_transaction_options, snapshot)
-        session = AsyncClientSession(self, options)
+        session = AsyncClientSession(self, options, default_timeout)
         self._sessions.add(session)
         return session
 
     # ---- client-level bulk write -----------------------------------------------------------
 
+    @_csot.apply
     async def bulk_write(
         self,
         models: Any,

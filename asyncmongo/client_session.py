@@ -18,7 +18,9 @@ import bson
 from pymongo.client_session import SessionOptions, TransactionOptions
 from pymongo.errors import (
     ConnectionFailure,
+    ExecutionTimeout,
     InvalidOperation,
+    NetworkTimeout,
     OperationFailure,
     PyMongoError,
     WTimeoutError,
@@ -27,8 +29,8 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
-from asyncmongo import _core
-from asyncmongo._execute import execute
+from asyncmongo import _core, _csot
+from asyncmongo._execute import run_job
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
@@ -84,14 +86,46 @@ def _encode_txn_opts(opts: TransactionOptions) -> dict[str, Any]:
     return doc
 
 
+def _within_time_limit(start: float, backoff: float = 0.0) -> bool:
+    """Whether with_transaction may try again: time left under the timeout in force, and within
+    the specification's 120 seconds."""
+    left = _csot.remaining()
+    if left is not None and left <= 0:
+        return False
+    return time.monotonic() + backoff - start < _WITH_TRANSACTION_TIMEOUT
+
+
+def _timeout_error(error: BaseException) -> PyMongoError:
+    """The error with_transaction raises when its time is up: PyMongo's ExecutionTimeout under a
+    timeout (NetworkTimeout after the 120 seconds without one), saying the last error and keeping
+    its labels."""
+    if _csot.remaining() is not None:
+        exc: PyMongoError = ExecutionTimeout(str(error), 50,
+                                             {"ok": 0, "errmsg": str(error), "code": 50})
+    else:
+        exc = NetworkTimeout(str(error))
+    if isinstance(error, PyMongoError):
+        exc._error_labels = set(error._error_labels)
+    return exc
+
+
 class AsyncClientSession:
     """A causally consistent (by default) session: ``async with client.start_session() as s:``,
     then ``session=s`` on operations. One operation at a time: a session used by two tasks at once
-    raises ``InvalidOperation``."""
+    raises ``InvalidOperation``.
 
-    def __init__(self, client: "AsyncMongoClient", options: SessionOptions) -> None:
+    Its timeout (``start_session(default_timeout=...)``, else the client's timeoutMS) applies to
+    commit_transaction, abort_transaction, with_transaction and end_session; the operations run
+    inside a with_transaction callback share the deadline of the whole call."""
+
+    def __init__(self, client: "AsyncMongoClient", options: SessionOptions,
+                 default_timeout: float | None = None) -> None:
         self._client = client
         self._options = options
+        self._timeout = _csot.inherit(default_timeout, client._timeout)
+        # The timeout block of a with_transaction call in progress (its operations may not
+        # override it, as the specification says), or None.
+        self._txn_block: tuple[Any, Any] | None = None
         self._capsule: Any = None
         self._starting: asyncio.Future[Any] | None = None
         self._ended = False
@@ -125,6 +159,7 @@ class AsyncClientSession:
     async def __aexit__(self, *exc: Any) -> None:
         await self.end_session()
 
+    @_csot.apply
     async def end_session(self) -> None:
         """End the session: an open transaction is aborted, the server session is given back."""
         if self._ended:
@@ -142,10 +177,11 @@ class AsyncClientSession:
 
     @staticmethod
     async def _session_job(core: Any, capsule: Any, op: int, opts: Mapping[str, Any] | None = None) -> Any:
-        """One job of the session's life (``_core.OP_SESSION_*``, ``_core.OP_TXN_*``)."""
+        """One job of the session's life (``_core.OP_SESSION_*``, ``_core.OP_TXN_*``), under the
+        timeout in force."""
         kind = _core.RES_DOC if op == _core.OP_TXN_COMMIT else _core.RES_SESSION
-        return await execute(core, core.submit(op, kind, "admin", None, bson.encode(opts or {}),
-                                               None, None, 0, 0, capsule), capsule)
+        return await run_job(core, op, kind, "admin", None, bson.encode(opts or {}), None, None, 0,
+                             0, capsule)
 
     async def _ensure_started(self) -> Any:
         """The core's session (a capsule), started on a worker the first time it is needed."""
@@ -169,13 +205,19 @@ class AsyncClientSession:
 
     async def _run(self, core: Any, op: int, kind: int, db: str, coll: str | None, cmd: bytes,
                    opts: bytes | None, codec: Any, flags: int = 0, server_id: int = 0,
-                   read_prefs: bytes | None = None) -> Any:
+                   read_prefs: bytes | None = None, timed: int | None = None) -> Any:
         """One operation in this session: refused while another runs. The core runs a session's
         jobs one at a time, in submission order: cancelled while queued, the operation is never
         sent; while running, it finishes before the session's next job starts. Cancelled inside a
         transaction, it aborts the transaction (it may have run on the server): the abort is
         queued behind it, so the operation never runs outside the transaction."""
         self._check_ended()
+        block = self._txn_block
+        if block is not None and (_csot.TIMEOUT.get(), _csot.DEADLINE.get()) != block:
+            raise InvalidOperation(
+                "Cannot override the timeout of an operation run in a with_transaction callback: "
+                "the whole with_transaction call has the session's timeout"
+            )
         if self._busy:
             raise InvalidOperation(
                 "this session is in use by another operation: a session runs one operation at a "
@@ -189,13 +231,18 @@ class AsyncClientSession:
             elif self._state in (_TxnState.COMMITTED, _TxnState.COMMITTED_EMPTY, _TxnState.ABORTED):
                 self._state = _TxnState.NONE  # the next operation runs outside the transaction
             in_txn = self.in_transaction
-            future = core.submit(op, kind, db, coll, cmd, opts, codec, flags, server_id, capsule,
-                                 read_prefs)
             try:
-                return await execute(core, future, capsule)
+                return await run_job(core, op, kind, db, coll, cmd, opts, codec, flags, server_id,
+                                     capsule, read_prefs, timed)
             except asyncio.CancelledError:
                 if in_txn:
                     self._abort_after_cancel(core, capsule)
+                raise
+            except ConnectionFailure as exc:
+                # A timeout at the loop's deadline inside a transaction is a network error there,
+                # labelled as libmongoc labels its own (and PyMongo labels them).
+                if in_txn and op != _core.OP_TXN_COMMIT:
+                    exc._add_error_label("TransientTransactionError")
                 raise
         finally:
             self._busy = False
@@ -242,19 +289,43 @@ class AsyncClientSession:
             self._inherit("read_preference", read_preference),
             max_commit_time_ms,
         )
+        sent = _encode_txn_opts(opts)
+        self._timed_commit(sent)
         if self._busy:
             raise InvalidOperation("this session is in use by another operation")
         self._busy = True
         try:
             capsule = await self._ensure_started()
-            await self._session_job(self._client._core, capsule, _core.OP_TXN_START,
-                                    _encode_txn_opts(opts))
+            await self._session_job(self._client._core, capsule, _core.OP_TXN_START, sent)
         finally:
             self._busy = False
         self._txn_opts = opts
         self._state = _TxnState.STARTING
         return _TransactionContext(self)
 
+    def _timed_commit(self, sent: dict[str, Any]) -> None:
+        """Under a timeout, the deprecated maxCommitTimeMS and wtimeout give way to it. libmongoc
+        1.23 builds the commitTransaction command itself, with the maxTimeMS fixed when the
+        transaction starts: the commit's maxTimeMS is the time left then under the block in force
+        (with_transaction's), else the session's timeout, which a commit gets afresh. A timeout
+        given to the commit alone bounds it client-side, without maxTimeMS."""
+        if _csot.enabled():
+            left = _csot.remaining()
+            limit = None if left is None or left == float("inf") else max(1, int(left * 1000))
+        elif self._timeout is not None:
+            limit = int(self._timeout * 1000) or None
+        else:
+            return
+        sent.pop("maxCommitTimeMS", None)
+        if limit is not None:
+            sent["maxCommitTimeMS"] = limit
+        wc = sent.get("writeConcern")
+        if wc and "wtimeout" in wc:
+            # Without it; an empty one still travels, so that libmongoc does not fall back to the
+            # client's (and its wtimeout).
+            sent["writeConcern"] = {k: v for k, v in wc.items() if k != "wtimeout"}
+
+    @_csot.apply
     async def commit_transaction(self) -> None:
         """Commit; PyMongo's rules: committing an empty transaction sends nothing, a commit may be
         retried, a commit after an abort is refused. An unknown outcome carries the
@@ -286,6 +357,7 @@ class AsyncClientSession:
         finally:
             self._state = _TxnState.COMMITTED
 
+    @_csot.apply
     async def abort_transaction(self) -> None:
         """Abort; errors of the abort itself are ignored, as the specification says."""
         self._check_ended()
@@ -312,6 +384,7 @@ class AsyncClientSession:
         finally:
             self._busy = False
 
+    @_csot.apply
     async def with_transaction(
         self,
         callback: Callable[["AsyncClientSession"], Awaitable[_T]],
@@ -322,40 +395,57 @@ class AsyncClientSession:
     ) -> _T:
         """Run ``callback(session)`` in a transaction and commit it, retrying the whole transaction
         on ``TransientTransactionError`` and the commit on ``UnknownTransactionCommitResult``, for
-        up to 120 seconds (the convenient transaction API of the specification)."""
+        up to 120 seconds (the convenient transaction API of the specification).
+
+        Under a timeout (a ``pymongo.timeout()`` block, else the session's) the whole call has one
+        deadline: the callback's operations in this session share it and may not override it
+        (InvalidOperation); when it is up, the last error is raised as an ExecutionTimeout. The
+        abort after a failed callback gets the timeout afresh, as the specification says."""
         start = time.monotonic()
         retry = 0
-
-        def within(extra: float = 0.0) -> bool:
-            return time.monotonic() + extra - start < _WITH_TRANSACTION_TIMEOUT
-
+        last_error: BaseException | None = None
+        timeout = _csot.TIMEOUT.get()
         while True:
             if retry:
                 backoff = random.random() * min(_BACKOFF_INITIAL * 1.5**retry, _BACKOFF_MAX)
-                if within(backoff):
-                    await asyncio.sleep(backoff)
+                if not _within_time_limit(start, backoff):
+                    assert last_error is not None
+                    raise _timeout_error(last_error) from last_error
+                await asyncio.sleep(backoff)
             retry += 1
             await self.start_transaction(read_concern, write_concern, read_preference,
                                          max_commit_time_ms)
+            self._txn_block = (timeout, _csot.DEADLINE.get()) if timeout is not None else None
             try:
                 result = await callback(self)
             except BaseException as exc:
+                last_error = exc
+                self._txn_block = None
                 if self.in_transaction:
-                    await self.abort_transaction()
-                if (isinstance(exc, PyMongoError) and exc.has_error_label("TransientTransactionError")
-                        and within()):
-                    continue
+                    with _csot.Refreshed(timeout):
+                        await self.abort_transaction()
+                if (isinstance(exc, PyMongoError)
+                        and exc.has_error_label("TransientTransactionError")):
+                    if _within_time_limit(start):
+                        continue
+                    raise _timeout_error(exc) from exc
                 raise
+            self._txn_block = None
             if not self.in_transaction:
                 return result  # the callback committed or aborted itself
             while True:
                 try:
                     await self.commit_transaction()
                 except PyMongoError as exc:
-                    if (exc.has_error_label("UnknownTransactionCommitResult") and within()
+                    last_error = exc
+                    if (exc.has_error_label("UnknownTransactionCommitResult")
                             and not (isinstance(exc, OperationFailure) and exc.code == 50)):
+                        if not _within_time_limit(start):
+                            raise _timeout_error(exc) from exc
                         continue
-                    if exc.has_error_label("TransientTransactionError") and within():
+                    if exc.has_error_label("TransientTransactionError"):
+                        if not _within_time_limit(start):
+                            raise _timeout_error(exc) from exc
                         break
                     raise
                 return result
@@ -363,14 +453,16 @@ class AsyncClientSession:
 
 async def run_in_session(core: Any, session: AsyncClientSession | None, op: int, kind: int, db: str,
                          coll: str | None, cmd: bytes, opts: bytes | None, codec: Any,
-                         flags: int = 0, server_id: int = 0, read_prefs: bytes | None = None) -> Any:
+                         flags: int = 0, server_id: int = 0, read_prefs: bytes | None = None,
+                         timed: int | None = None) -> Any:
     """Submit one job (``core.submit``'s arguments), in ``session`` if given, and await it with the
-    design's cancellation rule."""
+    design's cancellation and timeout rules (``timed``: what it asks under a deadline, see
+    ``_execute.run_job``)."""
     if session is None:
-        return await execute(core, core.submit(op, kind, db, coll, cmd, opts, codec, flags,
-                                               server_id, None, read_prefs))
+        return await run_job(core, op, kind, db, coll, cmd, opts, codec, flags, server_id, None,
+                             read_prefs, timed)
     return await session._run(core, op, kind, db, coll, cmd, opts, codec, flags, server_id,
-                              read_prefs)
+                              read_prefs, timed)
 
 
 def check_session(client: "AsyncMongoClient", session: Any) -> AsyncClientSession | None:

@@ -26,7 +26,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.results import InsertManyResult, InsertOneResult
 from pymongo.write_concern import WriteConcern
 
-from asyncmongo import _core
+from asyncmongo import _core, _csot
 from asyncmongo._collection_admin import _AdminMixin
 from asyncmongo._collection_reads import _ReadsMixin
 from asyncmongo._bulk import bulk_api_result
@@ -68,8 +68,10 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
+        timeout: float | None = None,
     ) -> None:
         _check_name(name)
+        self._timeout = _csot.inherit(timeout, database._timeout)
         self._database = database
         self._name = name
         self._db_name = database.name
@@ -130,7 +132,10 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
+        timeout: float | None = None,
     ) -> "AsyncCollection":
+        """A copy with other options; ``timeout`` (seconds, 0 for no limit; asyncmongo's, PyMongo
+        4.20 has none) overrides this collection's timeout."""
         return AsyncCollection(
             self._database,
             self._name,
@@ -138,6 +143,7 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
             read_preference or self._read_preference,
             write_concern or self._write_concern,
             read_concern or self._read_concern,
+            _csot.inherit(timeout, self._timeout),
         )
 
     def __getattr__(self, name: str) -> "AsyncCollection":
@@ -156,6 +162,7 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
             self._read_preference,
             self._write_concern,
             self._read_concern,
+            self._timeout,
         )
 
     def __eq__(self, other: Any) -> bool:
@@ -222,6 +229,7 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
 
     # ---- writes ----------------------------------------------------------------------------
 
+    @_csot.apply
     async def insert_one(
         self,
         document: Any,
@@ -230,8 +238,10 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         comment: Any = None,
     ) -> InsertOneResult:
         session = self._write_session(session)
-        if bypass_document_validation is False:  # libmongoc's bulk API would leave it out
-            await self._insert_by_commands([document], True, comment, session, single=True)
+        # Under a timeout, a write command: libmongoc's bulk API takes no maxTimeMS.
+        if bypass_document_validation is False or _csot.enabled():
+            await self._insert_by_commands([document], True, comment, session, single=True,
+                                           bypass=bypass_document_validation)
             return InsertOneResult(document.get("_id"), self._acknowledged)
         raw = self._encode_document(document)
         flags = _core.FLAG_BYPASS if bypass_document_validation else 0
@@ -241,6 +251,7 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         )
         return InsertOneResult(document.get("_id"), self._acknowledged)
 
+    @_csot.apply
     async def insert_many(
         self,
         documents: Iterable[Any],
@@ -262,8 +273,9 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
             docs.append(document)
         if not chunks:  # an iterator that turned out empty, as PyMongo's bulk says
             raise InvalidOperation("No operations to execute")
-        if bypass_document_validation is False:  # libmongoc's bulk API would leave it out
-            await self._insert_by_commands(docs, ordered, comment, session)
+        if bypass_document_validation is False or _csot.enabled():  # see insert_one
+            await self._insert_by_commands(docs, ordered, comment, session,
+                                           bypass=bypass_document_validation)
             return InsertManyResult(ids, self._acknowledged)
         opts: dict[str, Any] = {"ordered": ordered}
         if self._write_opts is not None:
@@ -285,6 +297,8 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
 
     async def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         """The first document matching ``filter`` (a mapping, or an ``_id`` value), or None."""
+        if self._timeout is not None or _csot.TIMEOUT.get() is not None:
+            return await self._find_one_timed(filter, *args, **kwargs)
         cmd, session = self._find_one_command(filter, *args, **kwargs)
         core = self._client._core
         if session is not None:
@@ -299,6 +313,14 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         except CancelledError:
             core.cancel(future)
             raise
+
+    @_csot.apply
+    async def _find_one_timed(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """find_one under a timeout: one job with the deadline, as a retryable read."""
+        cmd, session = self._find_one_command(filter, *args, **kwargs)
+        return await run_in_session(self._client._core, session, _OP_READ, _RES_FIRST,
+                                    self._db_name, None, cmd, self._find_opts(),
+                                    self._codec_options, 0, 0, self._read_prefs)
 
     def _find_one_command(
         self,
@@ -334,7 +356,8 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         if max_time_ms is not None:
             if not isinstance(max_time_ms, int) or isinstance(max_time_ms, bool):
                 raise TypeError("max_time_ms must be an integer or None")
-            cmd["maxTimeMS"] = max_time_ms
+            if not _csot.enabled():  # deprecated: a timeout replaces it
+                cmd["maxTimeMS"] = max_time_ms
         if hint is not None:
             cmd["hint"] = hint if isinstance(hint, str) else helpers_shared._index_document(
                 helpers_shared._index_list(hint))
@@ -354,11 +377,12 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
 
     # ---- collection-level ------------------------------------------------------------------
 
+    @_csot.apply
     async def drop(self, session: Any = None, comment: Any = None, encrypted_fields: Any = None) -> None:
         """Drop the collection (with its write concern); a missing collection is not an error."""
         db = self._client.get_database(
             self._db_name, self._codec_options, self._read_preference, self._write_concern,
-            self._read_concern,
+            self._read_concern, self._timeout,
         )
         await db.drop_collection(
             self._name, session=session, comment=comment, encrypted_fields=encrypted_fields

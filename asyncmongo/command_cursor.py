@@ -4,6 +4,13 @@ libmongoc's own cursors may only be used from the thread that made them, so a cu
 libmongoc object: the first batch comes from a command (aggregate, listIndexes...) run on any worker
 with its server pinned, and each further batch is one getMore job sent to that same server. A batch
 is decoded in one call. An unfinished cursor sends killCursors when closed or collected.
+
+Timeouts (_csot.CursorTimeout): a cursor keeps the timeout it was made under and its mode. In
+CURSOR_LIFETIME mode every getMore shares the deadline of the command that opened it, with no
+maxTimeMS; in ITERATION mode each next call (all the getMores it takes, for a tailable cursor) and
+each batch of to_list() gets the timeout afresh; an awaitData getMore sends maxTimeMS =
+min(maxAwaitTimeMS, time left - RTT). close() kills the server cursor under the timeout afresh. A
+fetch made inside another ``pymongo.timeout()`` block follows that block.
 """
 
 from __future__ import annotations
@@ -14,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 import bson
 from bson.codec_options import CodecOptions
 from bson.int64 import Int64
-from pymongo.errors import InvalidOperation
+from pymongo.errors import InvalidOperation, PyMongoError
 
-from asyncmongo import _core
-from asyncmongo._execute import execute
+from asyncmongo import _core, _csot
+from asyncmongo._execute import run_job
 from asyncmongo.client_session import run_in_session
 
 if TYPE_CHECKING:
@@ -50,6 +57,7 @@ class AsyncCommandCursor:
         max_await_time_ms: int | None = None,
         comment: Any = None,
         session: Any = None,
+        timeout: "_csot.CursorTimeout | None" = None,
     ) -> None:
         # `first`: the _core.CursorBatch of the command that opened the cursor.
         self._client = client
@@ -70,6 +78,7 @@ class AsyncCommandCursor:
         self._comment = comment
         self._data: deque[Any] = deque(first.documents)
         self._killed = first.cursor_id == 0
+        self._timeout = timeout if timeout is not None else _csot.CursorTimeout(None)
 
     # ---- properties ------------------------------------------------------------------------
 
@@ -96,15 +105,21 @@ class AsyncCommandCursor:
 
     # ---- fetching --------------------------------------------------------------------------
 
-    async def _get_more(self) -> None:
-        """One job: the next batch from the cursor's server, decoded in one call."""
-        cmd = getmore_command(self._id, self._coll_name, self._batch_size, self._max_await_time_ms,
+    async def _get_more(self, deadline: float | None = None) -> None:
+        """One job: the next batch from the cursor's server, decoded in one call, under the
+        cursor's timeout rule (``deadline``: that of the next call in progress)."""
+        timeout = self._timeout
+        # maxTimeMS on a getMore is the awaitData cursor's await, and only there.
+        max_await = self._max_await_time_ms if timeout.await_data or not timeout.tailable else None
+        cmd = getmore_command(self._id, self._coll_name, self._batch_size, max_await,
                               self._comment)
         # A failed or cancelled fetch changes nothing here: the cursor stays closable.
-        batch = await run_getmore(
-            self._core, self._user_session, self._session, self._result_kind, self._db_name, cmd,
-            self._codec_options, self._server_id,
-        )
+        with timeout.fetch(deadline):
+            batch = await run_getmore(
+                self._core, self._user_session, self._session, self._result_kind, self._db_name,
+                cmd, self._codec_options, self._server_id,
+                timeout.get_more_flags(max_await is not None),
+            )
         self._on_batch(batch)
 
     def _on_batch(self, batch: Any) -> None:
@@ -121,10 +136,13 @@ class AsyncCommandCursor:
         return len(self._data)
 
     async def next(self) -> Any:
+        """The next document, from as many getMores as it takes (one timeout for them all in
+        ITERATION mode)."""
+        deadline = None if self._data else self._timeout.next_deadline()
         while not self._data:
             if self._killed:
                 raise StopAsyncIteration
-            await self._get_more()
+            await self._get_more(deadline)
         return self._data.popleft()
 
     __anext__ = next
@@ -135,7 +153,7 @@ class AsyncCommandCursor:
     async def try_next(self) -> Any:
         """The next document, or None if none is buffered and one getMore brings none."""
         if not self._data and not self._killed:
-            await self._get_more()
+            await self._get_more(self._timeout.next_deadline())
         return self._data.popleft() if self._data else None
 
     async def to_list(self, length: int | None = None) -> list[Any]:
@@ -157,10 +175,10 @@ class AsyncCommandCursor:
 
     # ---- closing ---------------------------------------------------------------------------
 
-    def _kill_request(self) -> Any:
-        """Send killCursors without waiting (fire and forget: the job never raises), if needed.
-        In the cursor's session, so it runs after a getMore still in flight there. Returns the
-        job's future, or None when nothing needs to be (or can be) sent."""
+    def _kill_job(self) -> tuple[bytes, Any] | None:
+        """The killCursors to send and the session capsule it goes in (the cursor's, so it runs
+        after a getMore still in flight there, or the user's), or None when nothing needs to be
+        (or can be) sent; the cursor is closed from here on."""
         if self._killed or not self._id:
             self._killed = True
             return None
@@ -172,21 +190,29 @@ class AsyncCommandCursor:
         session, self._session = self._session, None
         user = self._user_session
         if user is not None:
-            # Fire and forget in the user's session: it waits there for any running operation.
+            # In the user's session: it waits there for any running operation.
             if user.has_ended or user._capsule is None:
                 return None
             session = user._capsule
+        return cmd, session
+
+    def _kill_request(self) -> Any:
+        """Send killCursors without waiting (fire and forget: the job never raises), if needed.
+        Returns the job's future, or None when nothing needs to be (or can be) sent."""
+        job = self._kill_job()
+        if job is None:
+            return None
         try:
-            return core.submit(_core.OP_COMMAND, _core.RES_NONE, self._db_name, None, cmd, None,
-                               None, _core.FLAG_QUIET, self._server_id, session)
+            return self._core.submit(_core.OP_COMMAND, _core.RES_NONE, self._db_name, None, job[0],
+                                     None, None, _core.FLAG_QUIET, self._server_id, job[1])
         except InvalidOperation:  # the client closed meanwhile: the server dropped the cursor
             return None
 
     async def close(self) -> None:
+        """Close the cursor: killCursors if the server still has it, under the cursor's timeout
+        afresh (or the caller's block); its errors are not raised, as PyMongo's are not."""
         self._data.clear()
-        future = self._kill_request()
-        if future is not None:
-            await future
+        await kill_cursor(self, self._timeout)
 
     async def __aenter__(self) -> "AsyncCommandCursor":
         return self
@@ -205,6 +231,26 @@ class AsyncCommandCursor:
             pass  # no running loop or a closed client: the server times the cursor out
 
 
+async def kill_cursor(cursor: AsyncCommandCursor, timeout: "_csot.CursorTimeout") -> None:
+    """close()'s killCursors, awaited: under the timeout, afresh (maxTimeMS, and a deadline for
+    the wait), else fire and forget."""
+    with timeout.close():
+        if _csot.deadline() is None:
+            future = cursor._kill_request()
+            if future is not None:
+                await future
+            return
+        job = cursor._kill_job()
+        if job is None:
+            return
+        try:
+            await run_job(cursor._core, _core.OP_COMMAND, _core.RES_NONE, cursor._db_name, None,
+                          job[0], None, None, _core.FLAG_QUIET, cursor._server_id, job[1], None,
+                          _csot.COMMAND)
+        except (PyMongoError, InvalidOperation):
+            pass  # a close that timed out: the server drops the cursor in time
+
+
 def getmore_command(cursor_id: int, coll_name: str, batch_size: int | None,
                     max_time_ms: int | None, comment: Any) -> bytes:
     """A getMore, with PyMongo's optional fields."""
@@ -219,14 +265,16 @@ def getmore_command(cursor_id: int, coll_name: str, batch_size: int | None,
 
 
 async def run_getmore(core: Any, user_session: Any, capsule: Any, result_kind: int, db_name: str,
-                      cmd: bytes, codec_options: CodecOptions, server_id: int) -> Any:
+                      cmd: bytes, codec_options: CodecOptions, server_id: int,
+                      timed: int = _csot.UNBOUNDED) -> Any:
     """One getMore job on the cursor's server: in the user's explicit session if the cursor was
-    opened in one, else in the cursor's own session (``capsule``)."""
+    opened in one, else in the cursor's own session (``capsule``). Never retried (the retryable
+    reads specification); ``timed``: what it asks under a deadline."""
     if user_session is not None:
         return await run_in_session(core, user_session, _core.OP_READ, result_kind, db_name, None,
-                                    cmd, None, codec_options, 0, server_id)
-    return await execute(core, core.submit(_core.OP_READ, result_kind, db_name, None, cmd, None,
-                                           codec_options, 0, server_id, capsule), capsule)
+                                    cmd, None, codec_options, 0, server_id, None, timed)
+    return await run_job(core, _core.OP_READ, result_kind, db_name, None, cmd, None, codec_options,
+                         0, server_id, capsule, None, timed)
 
 
 async def run_cursor_command(
@@ -242,14 +290,19 @@ async def run_cursor_command(
     comment: Any = None,
     cursor_class: type = AsyncCommandCursor,
     session: Any = None,
+    timeout: "_csot.CursorTimeout | None" = None,
 ) -> Any:
-    """Run a command that opens a cursor (its server pinned for the getMores) and wrap it."""
+    """Run a command that opens a cursor (its server pinned for the getMores) and wrap it;
+    ``timeout``: the cursor's timeout rule (made in the operation's block, which this runs in)."""
+    if timeout is None:
+        timeout = _csot.CursorTimeout(None)
     first = await run_in_session(
         client._core, session, op, _core.RES_CURSOR, db_name, None,
         _encode(command, False, codec_options), opts, codec_options, _core.FLAG_PIN, 0, read_prefs,
+        timeout.first_flags(),
     )
     return cursor_class(client, db_name, first, codec_options, batch_size, max_await_time_ms, comment,
-                        session)
+                        session, timeout)
 
 
 __all__ = ["AsyncCommandCursor", "CursorBatch"]

@@ -5,6 +5,15 @@ fetch is one ``find`` job with its server pinned; the getMores go through an ``A
 (asyncmongo.command_cursor) that carries the server-side cursor, one job per batch, and kills it when closed
 or collected. Never leave a server cursor open behind an error or a cancellation (PyMongo closes
 it).
+
+Timeouts: the cursor takes the timeout in force when find() is called (a ``pymongo.timeout()``
+block, else the collection's timeoutMS) and ``timeout_mode`` (asyncmongo's: PyMongo 4.20 has none):
+CURSOR_LIFETIME, the default, bounds the find and every getMore by one deadline, counted from the
+first fetch; ITERATION bounds the find and then each next call; a tailable cursor's next call that
+finds an empty batch (StopAsyncIteration while still alive) leaves its deadline to the next one, so
+that the getMores it takes to produce a document share one timeout, as the specification's next
+does. A timed-out getMore ends the iteration; close() still kills the server cursor, under the
+timeout afresh.
 """
 
 from __future__ import annotations
@@ -21,13 +30,13 @@ from pymongo import helpers_shared
 from pymongo.collation import validate_collation_or_none
 from pymongo.common import validate_boolean, validate_is_document_type, validate_is_mapping
 from pymongo.cursor_shared import _CURSOR_CLOSED_ERRORS, _QUERY_OPTIONS, CursorType
-from pymongo.errors import ConnectionFailure, InvalidOperation, OperationFailure
+from pymongo.errors import ConnectionFailure, InvalidOperation, OperationFailure, PyMongoError
 
-from asyncmongo import _core
+from asyncmongo import _core, _csot
 from asyncmongo._common import check_command_size as _check_size
-from asyncmongo._execute import execute
+from asyncmongo._execute import run_job
 from asyncmongo.client_session import check_session, run_in_session
-from asyncmongo.command_cursor import AsyncCommandCursor
+from asyncmongo.command_cursor import AsyncCommandCursor, kill_cursor
 
 if TYPE_CHECKING:
     from asyncmongo.collection import AsyncCollection
@@ -69,7 +78,7 @@ _CLONED = (
     "_spec", "_projection", "_skip", "_limit", "_max_time_ms", "_max_await_time_ms", "_comment",
     "_max", "_min", "_ordering", "_explain", "_hint", "_batch_size", "_max_scan", "_query_flags",
     "_collation", "_empty", "_show_record_id", "_return_key", "_allow_disk_use", "_snapshot",
-    "_exhaust", "_has_filter", "_cursor_type", "_let",
+    "_exhaust", "_has_filter", "_cursor_type", "_let", "_timeout_mode",
 )
 
 
@@ -103,6 +112,7 @@ class AsyncCursor:
         session: Any = None,
         allow_disk_use: bool | None = None,
         let: Mapping[str, Any] | None = None,
+        timeout_mode: str | None = None,
     ) -> None:
         # The state close() and the properties read comes first, so a refused argument leaves a
         # cursor object that is still safe to collect.
@@ -177,6 +187,14 @@ class AsyncCursor:
             if limit:
                 raise InvalidOperation("Can't use limit and exhaust together.")
             self._exhaust = True
+        tailable = bool(cursor_type & _QUERY_OPTIONS["tailable_cursor"])
+        self._csot = _csot.CursorTimeout(
+            collection._timeout, timeout_mode, tailable,
+            bool(cursor_type & _QUERY_OPTIONS["await_data"]),
+        )
+        self._timeout_mode = timeout_mode
+        # A tailable next call's deadline, left to the next call by an empty batch (ITERATION).
+        self._next_deadline: float | None = None
 
     # ---- properties ------------------------------------------------------------------------
 
@@ -367,6 +385,12 @@ class AsyncCursor:
         for name in _CLONED:
             value = getattr(self, name)
             other.__dict__[name] = copy.deepcopy(value) if deepcopy else value
+        # Its own timeout: the one in force now, as a new find() would have.
+        flags = other._query_flags
+        other._csot = _csot.CursorTimeout(
+            self._collection._timeout, other._timeout_mode,
+            bool(flags & _QUERY_OPTIONS["tailable_cursor"]), bool(flags & _QUERY_OPTIONS["await_data"]),
+        )
         return other
 
     def __copy__(self) -> "AsyncCursor":
@@ -397,8 +421,8 @@ class AsyncCursor:
             cmd["comment"] = self._comment
         if self._max_scan:
             cmd["maxScan"] = self._max_scan
-        if self._max_time_ms is not None:
-            cmd["maxTimeMS"] = self._max_time_ms
+        if self._max_time_ms is not None and self._csot.timeout is None:
+            cmd["maxTimeMS"] = self._max_time_ms  # deprecated: a timeout replaces it
         if self._max:
             cmd["max"] = self._max
         if self._min:
@@ -448,12 +472,17 @@ class AsyncCursor:
         self._check_min_max()
         coll = self._collection
         client = coll.database.client
+        timeout = self._csot
+        if timeout.await_data:
+            _csot.check_max_await(self._max_await_time_ms, timeout.timeout)
         cmd = _check_size(_encode(self._find_command(), False, self._codec_options))
         try:
-            first = await run_in_session(
-                client._core, self._session, _core.OP_READ, _core.RES_CURSOR, self._dbname, None,
-                cmd, coll._find_opts(), self._codec_options, _core.FLAG_PIN, 0, coll._read_prefs,
-            )
+            with timeout.fetch(self._next_deadline):
+                first = await run_in_session(
+                    client._core, self._session, _core.OP_READ, _core.RES_CURSOR, self._dbname,
+                    None, cmd, coll._find_opts(), self._codec_options, _core.FLAG_PIN, 0,
+                    coll._read_prefs, timeout.first_flags(),
+                )
         except BaseException:
             # Nothing opened on the server that we know of; the cursor is done (as PyMongo's).
             self._killed = True
@@ -465,7 +494,7 @@ class AsyncCursor:
             first = _core.CursorBatch((first.cursor_id, f"{self._dbname}.{self._collname}")
                                       + tuple(first)[2:])
         inner = AsyncCommandCursor(client, self._dbname, first, self._codec_options, None,
-                                   self._max_await_time_ms, self._comment, self._session)
+                                   self._max_await_time_ms, self._comment, self._session, timeout)
         self._inner = inner
         self._data = inner._data
         self._address = client.address
@@ -486,20 +515,15 @@ class AsyncCursor:
         inner._batch_size = n
         inner._max_await_time_ms = self._max_await_time_ms
         try:
-            await inner._get_more()
-        except OperationFailure as exc:
-            if exc.code in _CURSOR_CLOSED_ERRORS:
-                inner._killed = True  # the server has no cursor left to kill
-            await self._die()
-            # A tailable cursor whose capped collection rolled over just ends.
-            tailable = self._query_flags & _QUERY_OPTIONS["tailable_cursor"]
-            if exc.code in _CURSOR_CLOSED_ERRORS and tailable:
-                return
-            raise
-        except ConnectionFailure:
-            inner._killed = True  # the connection is gone: so is the cursor, or it times out
-            self._killed = True
-            raise
+            await inner._get_more(self._next_deadline)
+        except PyMongoError as exc:
+            if exc.timeout:
+                # Timed out: the iteration ends here (the batch may be lost); the server cursor
+                # stays for close() to kill under the timeout afresh (the specification).
+                self._killed = True
+                raise
+            await self._get_more_failed(exc)
+            return
         except BaseException:
             # Cancelled (or interrupted): the batch may have been taken on the server and dropped
             # here, so continuing would skip documents. Close, as PyMongo does, without waiting
@@ -510,6 +534,26 @@ class AsyncCursor:
         self._after_batch(len(inner._data))
         if self._limit and self._id and self._limit <= self._retrieved:
             await self._die()
+
+    async def _get_more_failed(self, exc: PyMongoError) -> None:
+        """A getMore failed (not a timeout): close the cursor as PyMongo does and raise, but for a
+        tailable cursor whose capped collection rolled over, which just ends."""
+        inner = self._inner
+        assert inner is not None
+        if isinstance(exc, OperationFailure):
+            if exc.code in _CURSOR_CLOSED_ERRORS:
+                inner._killed = True  # the server has no cursor left to kill
+            await self._die()
+            tailable = self._query_flags & _QUERY_OPTIONS["tailable_cursor"]
+            if exc.code in _CURSOR_CLOSED_ERRORS and tailable:
+                return
+        elif isinstance(exc, ConnectionFailure):
+            inner._killed = True  # the connection is gone: so is the cursor, or it times out
+            self._killed = True
+        else:
+            self._killed = True
+            self._kill_soon()
+        raise exc
 
     def _after_batch(self, count: int) -> None:
         inner = self._inner
@@ -531,8 +575,21 @@ class AsyncCursor:
         """The next document; ``StopAsyncIteration`` at the end."""
         if self._empty:
             raise StopAsyncIteration
-        if self._data or await self._refresh():
+        if self._data:
             return self._data.popleft()
+        tail = self._csot.tailable
+        if tail and self._next_deadline is None:
+            self._next_deadline = self._csot.next_deadline()
+        try:
+            found = await self._refresh()
+        except BaseException:
+            self._next_deadline = None
+            raise
+        if found:
+            self._next_deadline = None
+            return self._data.popleft()
+        if not tail or not self.alive:
+            self._next_deadline = None
         raise StopAsyncIteration
 
     async def __anext__(self) -> Any:
@@ -597,9 +654,13 @@ class AsyncCursor:
             await future
 
     async def close(self) -> None:
-        """Close the cursor: killCursors on the server if it is still open there."""
+        """Close the cursor: killCursors on the server if it is still open there, under the
+        cursor's timeout afresh (or the caller's ``pymongo.timeout()``)."""
         self._data.clear()
-        await self._die()
+        self._killed = True
+        inner = self._inner
+        if inner is not None:
+            await kill_cursor(inner, self._csot)
 
     async def rewind(self) -> "AsyncCursor":
         """Close, and reset to the unevaluated state: iterating again runs the query again."""
@@ -635,9 +696,11 @@ class AsyncCursor:
         cmd = {"explain": c._find_command(rc.document if rc.level else None)}
         core = coll.database.client._core
         raw = _check_size(_encode(cmd, False, self._codec_options))
-        return await execute(core, core.submit(_core.OP_COMMAND, _core.RES_DOC, self._dbname, None,
-                                               raw, None, self._codec_options, 0, 0, None,
-                                               coll._read_prefs))
+        # The specification's explain: the timeout in force (or the collection's) gives it maxTimeMS.
+        with _csot.TimeoutContext(coll._timeout) if (
+                coll._timeout is not None and _csot.TIMEOUT.get() is None) else _csot.Block(None):
+            return await run_job(core, _core.OP_COMMAND, _core.RES_DOC, self._dbname, None, raw,
+                                 None, self._codec_options, 0, 0, None, coll._read_prefs)
 
     async def distinct(self, key: str) -> list[Any]:
         """The distinct values of ``key`` among the documents this query matches."""

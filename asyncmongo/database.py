@@ -20,7 +20,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
-from asyncmongo import _core
+from asyncmongo import _core, _csot
 from asyncmongo._common import check_command_size, check_options, primary_read, read_prefs
 from asyncmongo.change_stream import AsyncDatabaseChangeStream, open_change_stream
 from asyncmongo.client_session import check_session, run_in_session
@@ -51,7 +51,9 @@ class AsyncDatabase:
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
+        timeout: float | None = None,
     ) -> None:
+        self._timeout = _csot.inherit(timeout, client._timeout)
         self._codec_options = codec_options or client.codec_options
         self._read_preference = read_preference or client.read_preference
         self._write_concern = write_concern or client.write_concern
@@ -116,9 +118,14 @@ class AsyncDatabase:
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
+        timeout: float | None = None,
     ) -> AsyncCollection:
-        return AsyncCollection(self, name, codec_options, read_preference, write_concern, read_concern)
+        """The collection ``name``. ``timeout`` (seconds, 0 for no limit; asyncmongo's, PyMongo
+        4.20 has none) overrides this database's timeout for its operations."""
+        return AsyncCollection(self, name, codec_options, read_preference, write_concern, read_concern,
+                               timeout)
 
+    @_csot.apply
     async def command(
         self,
         command: str | Mapping[str, Any],
@@ -188,7 +195,18 @@ class AsyncDatabase:
         if "writeConcern" in command:
             # libmongoc adds the client's write concern unless the options carry one.
             wc = command.pop("writeConcern")
+            if _csot.enabled() and isinstance(wc, Mapping):
+                wc = {k: v for k, v in wc.items() if k != "wtimeout"}
             write_opts = _encode({"writeConcern": wc})
+        elif _csot.enabled():
+            # Under a timeout no wtimeout: the options' write concern, or the client's libmongoc
+            # would add, without it.
+            wc = bson.decode(write_opts).get("writeConcern") if write_opts else None
+            if wc is None:
+                write_opts = _csot.write_opts(self._client.write_concern, None)
+            elif "wtimeout" in wc:
+                wc.pop("wtimeout")
+                write_opts = _encode({"writeConcern": wc})
         cmd = check_command_size(_encode(command, False, codec_options))
         core = self._client._core
         try:
@@ -205,12 +223,15 @@ class AsyncDatabase:
 
     # ---- collections -----------------------------------------------------------------------
 
+    @_csot.apply
     async def list_collections(
         self, session: Any = None, filter: Mapping[str, Any] | None = None, comment: Any = None,
-        **kwargs: Any,
+        timeout_mode: str | None = None, **kwargs: Any,
     ) -> AsyncCommandCursor:
-        """A command cursor over the collections' descriptions (``listCollections``)."""
+        """A command cursor over the collections' descriptions (``listCollections``).
+        ``timeout_mode``: asyncmongo's, see AsyncCursor."""
         session = check_session(self._client, session)
+        timeout = _csot.CursorTimeout(self._timeout, timeout_mode)
         cmd: dict[str, Any] = {"listCollections": 1, "cursor": {}}
         if filter is not None:
             kwargs["filter"] = filter
@@ -221,9 +242,10 @@ class AsyncDatabase:
         # PyMongo decodes this listing with the default codec options (plain dicts).
         return await run_cursor_command(
             self._client, self._name, cmd, DEFAULT_CODEC_OPTIONS, op=op, read_prefs=prefs,
-            comment=comment, session=session,
+            comment=comment, session=session, timeout=timeout,
         )
 
+    @_csot.apply
     async def list_collection_names(
         self, session: Any = None, filter: Mapping[str, Any] | None = None, comment: Any = None,
         **kwargs: Any,
@@ -239,6 +261,7 @@ class AsyncDatabase:
         cursor = await self.list_collections(session, filter, comment, **kwargs)
         return [doc["name"] async for doc in cursor]
 
+    @_csot.apply
     async def create_collection(
         self,
         name: str,
@@ -276,6 +299,7 @@ class AsyncDatabase:
         await self._write_command(cmd, coll._write_opts, self._codec_options, session=session)
         return coll
 
+    @_csot.apply
     async def drop_collection(
         self,
         name_or_collection: Any,
@@ -301,9 +325,12 @@ class AsyncDatabase:
             session=session,
         )
 
-    async def aggregate(self, pipeline: Any, session: Any = None, **kwargs: Any) -> AsyncCommandCursor:
+    @_csot.apply
+    async def aggregate(self, pipeline: Any, session: Any = None, timeout_mode: str | None = None,
+                        **kwargs: Any) -> AsyncCommandCursor:
         """A database-level aggregation (``{"aggregate": 1}``: $documents, $currentOp...), with
-        this database's read preference and read concern, or its write concern for $out/$merge."""
+        this database's read preference and read concern, or its write concern for $out/$merge.
+        ``timeout_mode``: asyncmongo's, see AsyncCursor."""
         session = check_session(self._client, session)
         if "explain" in kwargs:
             raise ConfigurationError(
@@ -323,6 +350,10 @@ class AsyncDatabase:
             cursor_opts["batchSize"] = batch_size
         collation = validate_collation_or_none(options.pop("collation", None))
         max_await_time_ms = options.pop("maxAwaitTimeMS", None)
+        timeout = _csot.CursorTimeout(self._timeout, timeout_mode, writes=performs_write)
+        _csot.check_max_await(max_await_time_ms, timeout.timeout)
+        if timeout.timeout is not None:
+            options.pop("maxTimeMS", None)  # deprecated: the timeout replaces it
         cmd: dict[str, Any] = {"aggregate": 1, "pipeline": pipeline}
         cmd.update(options)
         cmd["cursor"] = cursor_opts
@@ -338,8 +369,9 @@ class AsyncDatabase:
             opts_doc: dict[str, Any] = {}
             if "writeConcern" in cmd:
                 opts_doc["writeConcern"] = cmd.pop("writeConcern")
-            elif self._write_opts is not None:
-                opts_doc["writeConcern"] = self._write_concern.document
+            elif self._write_opts is not None or (
+                    _csot.enabled() and "wtimeout" in self._write_concern.document):
+                opts_doc["writeConcern"] = _csot.write_concern_doc(self._write_concern)
             opts = _encode(opts_doc) if opts_doc else None
         else:
             opts = None
@@ -351,9 +383,63 @@ class AsyncDatabase:
         return await run_cursor_command(
             self._client, self._name, cmd, self._codec_options, opts, op, prefs,
             batch_size=batch_size, max_await_time_ms=max_await_time_ms,
-            comment=options.get("comment"), session=session,
+            comment=options.get("comment"), session=session, timeout=timeout,
         )
 
+    @_csot.apply
+    async def cursor_command(
+        self,
+        command: str | Mapping[str, Any],
+        value: Any = 1,
+        read_preference: Any = None,
+        codec_options: CodecOptions | None = None,
+        session: Any = None,
+        comment: Any = None,
+        max_await_time_ms: int | None = None,
+        timeout_mode: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncCommandCursor:
+        """Run a command that answers with a cursor (PyMongo's ``cursor_command``) and iterate
+        that cursor: its getMores go to the same server. InvalidOperation if the reply has no
+        cursor. Sent as it is, as ``command`` is (no concerns added; the primary unless
+        ``read_preference`` says otherwise). ``timeout_mode``: asyncmongo's, see AsyncCursor (a
+        command with ``tailable`` gets ITERATION)."""
+        session = check_session(self._client, session)
+        if isinstance(command, str):
+            command = SON([(command, value)])
+        elif not isinstance(command, Mapping):
+            raise TypeError(f"command must be an instance of str or a mapping, not {type(command)}")
+        command = SON(command)
+        command.update(kwargs)
+        if comment is not None:
+            command["comment"] = comment
+        tailable = bool(command.get("tailable"))
+        await_data = bool(command.get("awaitData"))
+        timeout = _csot.CursorTimeout(self._timeout, timeout_mode, tailable, await_data)
+        if await_data:
+            _csot.check_max_await(max_await_time_ms, timeout.timeout)
+        prefs = None
+        if read_preference is not None:
+            if not isinstance(read_preference, _ServerMode):
+                raise TypeError(
+                    f"{read_preference!r} is not valid for read_preference. See "
+                    "pymongo.read_preferences for valid options."
+                )
+            if read_preference.mode != 0:
+                prefs = read_prefs(read_preference)
+        codec_options = codec_options or DEFAULT_CODEC_OPTIONS
+        if not isinstance(codec_options, CodecOptions):
+            raise TypeError("codec_options must be an instance of CodecOptions")
+        # A plain command, as PyMongo's (it retries it as a read; libmongoc's command path does
+        # not, the core does under a timeout).
+        op = _core.OP_READ if prefs is not None else _core.OP_COMMAND
+        return await run_cursor_command(
+            self._client, self._name, command, codec_options, None, op, prefs,
+            max_await_time_ms=max_await_time_ms, comment=comment, session=session,
+            timeout=timeout,
+        )
+
+    @_csot.apply
     async def watch(
         self,
         pipeline: list[Mapping[str, Any]] | None = None,
@@ -384,6 +470,7 @@ class AsyncDatabase:
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
+        timeout: float | None = None,
     ) -> "AsyncDatabase":
         return AsyncDatabase(
             self._client,
@@ -392,6 +479,7 @@ class AsyncDatabase:
             read_preference or self._read_preference,
             write_concern or self._write_concern,
             read_concern or self._read_concern,
+            _csot.inherit(timeout, self._timeout),
         )
 
     def __eq__(self, other: Any) -> bool:

@@ -473,10 +473,10 @@ class TornadoDatabase(_Wrapper):
 
     _delegate_class = AsyncDatabase
     _async_methods = (
-        "aggregate", "command", "create_collection", "drop_collection", "list_collection_names",
-        "list_collections", "watch",
+        "aggregate", "command", "create_collection", "cursor_command", "drop_collection",
+        "list_collection_names", "list_collections", "watch",
     )
-    _cursor_methods = ("aggregate", "list_collections", "watch")
+    _cursor_methods = ("aggregate", "cursor_command", "list_collections", "watch")
     _sync_methods = ("get_collection", "with_options")
     _properties = (
         "client", "codec_options", "name", "read_concern", "read_preference", "write_concern",

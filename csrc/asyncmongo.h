@@ -264,6 +264,9 @@ void amongo_pool_free(AmongoPool *pool);
 int amongo_pool_workers(AmongoPool *pool);
 int amongo_pool_queued(AmongoPool *pool);
 int amongo_pool_sessions(AmongoPool *pool);
+/* A server's round-trip estimate (ms) from libmongoc's average `average_ms` read now: the lowest of
+ * the last values, 0 until two were seen (workers.c). */
+int64_t amongo_pool_rtt_nogil(AmongoPool *pool, uint32_t server_id, int64_t average_ms);
 void amongo_pool_session_opened(AmongoPool *pool);
 void amongo_pool_session_closed(AmongoPool *pool);
 
@@ -287,7 +290,10 @@ mongoc_read_prefs_t *amongo_read_prefs_nogil(const bson_t *doc); /* caller destr
 void amongo_job_run_insert_nogil(AmongoJob *job, mongoc_client_t *client);
 void amongo_job_run_bulk_nogil(AmongoJob *job, mongoc_client_t *client);
 
-/* stream.c (pure C): a job's socket waits end at its deadline */
+/* stream.c (pure C): a job's socket waits end at its deadline. libmongoc's socket waits count
+ * whole milliseconds and may end up to one early: within this slack of its deadline a job is out of
+ * time (no retry, no new connection, and a socket error then is the deadline's timeout). */
+#define AMONGO_DEADLINE_SLACK_US 2000
 void amongo_stream_install_nogil(mongoc_client_t *client); /* a client just taken from the pool */
 void amongo_stream_set_deadline_nogil(int64_t deadline_us); /* the calling thread's job; 0: none */
 

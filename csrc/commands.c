@@ -333,26 +333,31 @@ worker_txn_session_nogil(AmongoWorkerCtx *ctx)
     return ctx->txn_session;
 }
 
-/* The round trip time (ms) of the server the command goes to: the selected one, else the fastest
- * known (libmongoc 1.23 keeps an average, not the minimum the specification names). */
+/* The round trip time (ms) of the server the command goes to, the selected one else the fastest
+ * known, as the core estimates it from libmongoc's averages (amongo_pool_rtt_nogil). */
 static int64_t
-command_rtt_ms_nogil(CommandRun *run)
+command_rtt_ms_nogil(AmongoJob *job, CommandRun *run)
 {
-    int64_t rtt = -1;
     if (run->server_id) {
+        int64_t rtt = 0;
         mongoc_server_description_t *sd =
             mongoc_client_get_server_description(run->client, run->server_id);
         if (sd) {
-            rtt = mongoc_server_description_round_trip_time(sd);
+            rtt = amongo_pool_rtt_nogil(job->pool, run->server_id,
+                                        mongoc_server_description_round_trip_time(sd));
             mongoc_server_description_destroy(sd);
         }
-        return rtt > 0 ? rtt : 0;
+        return rtt;
     }
+    int64_t rtt = -1;
     size_t n = 0;
     mongoc_server_description_t **sds = mongoc_client_get_server_descriptions(run->client, &n);
     for (size_t i = 0; i < n; i++) {
-        int64_t r = mongoc_server_description_round_trip_time(sds[i]);
-        if (r >= 0 && (rtt < 0 || r < rtt))
+        int64_t average = mongoc_server_description_round_trip_time(sds[i]);
+        if (average < 0)
+            continue; /* not checked yet */
+        int64_t r = amongo_pool_rtt_nogil(job->pool, mongoc_server_description_id(sds[i]), average);
+        if (rtt < 0 || r < rtt)
             rtt = r;
     }
     mongoc_server_descriptions_destroy_all(sds, n);
@@ -372,7 +377,7 @@ command_timed_nogil(AmongoJob *job, CommandRun *run, int64_t txn_number)
     int64_t max_time_ms = 0;
     if (job->flags & AMONGO_FLAG_MAX_TIME) {
         int64_t left_ms = (job->deadline_us - bson_get_monotonic_time()) / 1000;
-        int64_t rtt = command_rtt_ms_nogil(run);
+        int64_t rtt = command_rtt_ms_nogil(job, run);
         if (left_ms <= rtt) {
             bson_set_error(&job->error, AMONGO_ERROR_DOMAIN_TIMEOUT, 50,
                            "operation would exceed time limit, remaining timeout: %" PRId64
@@ -453,8 +458,8 @@ command_run_timed_nogil(AmongoJob *job, CommandRun *run, const bson_t *opts)
          * PyMongo, which raises the last error once the time is up). */
         bool again = !job->ok && (job->flags & AMONGO_FLAG_RETRY) && !run->in_txn &&
                      (job->op == AMONGO_OP_READ || txn_number) && command_retryable_nogil(job) &&
-                     (job->deadline_us - bson_get_monotonic_time()) / 1000 >
-                         command_rtt_ms_nogil(run);
+                     (job->deadline_us - AMONGO_DEADLINE_SLACK_US - bson_get_monotonic_time()) /
+                             1000 > command_rtt_ms_nogil(job, run);
         if (!again)
             break;
         bson_destroy(&job->reply);

@@ -157,7 +157,8 @@ amongo_error_from_job(AmongoState *st, const AmongoJob *job)
                      job->elapsed_us >= (int64_t)job->socket_timeout_ms * 900;
     /* Under a deadline the socket waits end at it (stream.c): a socket error once it has passed is
      * that timeout (PyMongo's NetworkTimeout). */
-    timed_out = timed_out || (job->deadline_us && bson_get_monotonic_time() >= job->deadline_us);
+    timed_out = timed_out || (job->deadline_us && bson_get_monotonic_time() >=
+                                                      job->deadline_us - AMONGO_DEADLINE_SLACK_US);
     PyObject *cls = class_for_error(st, &job->error, timed_out, &server_style);
     PyObject *details = NULL;
     if (server_style && job->has_reply && !bson_empty(&job->reply)) {

@@ -1,12 +1,13 @@
-/* stream.c: the socket wait of one job bounded by its deadline (Client Side Operations Timeout).
+/* stream.c: the socket waits of one job bounded by its deadline (Client Side Operations Timeout).
  * libmongoc 1.23 bounds every socket read and write by the URI's socketTimeoutMS alone. Each
  * libmongoc client the core takes from the pool gets a stream initiator (public API) that wraps
- * libmongoc's own stream: a read or a write waits at most until the deadline of the job the
- * calling thread runs (a thread-local set by the worker), so a server that does not answer fails
- * the command as a socket timeout at the deadline, libmongoc closes that connection (as PyMongo
- * closes one that timed out), and the worker is free; after the deadline no new connection is
- * opened, so libmongoc's own retry of a read cannot send the command again. Jobs without a deadline
- * wait as before. Pure C, no GIL: called by libmongoc on the thread running the job. */
+ * libmongoc's own stream: a read or a write of a job under a deadline waits until that deadline
+ * (a thread-local set by the worker), not longer and not shorter (socketTimeoutMS is ignored under
+ * timeoutMS), so a server that does not answer fails the command as a socket timeout at the
+ * deadline, libmongoc closes that connection (as PyMongo closes one that timed out), and the
+ * worker is free; after the deadline no new connection is opened, so libmongoc's own retry of a
+ * read cannot send the command again. Jobs without a deadline wait as before. Pure C, no GIL:
+ * called by libmongoc on the thread running the job. */
 #include "asyncmongo.h"
 
 #include <errno.h>
@@ -39,10 +40,11 @@ base_of(mongoc_stream_t *stream)
     return ((TimedStream *)stream)->base;
 }
 
-/* The wait libmongoc asked for, shortened to the time the current job has left, rounded up, so
- * that a wait cut short ends at or after the deadline (never a little before it, which would leave
- * a retry a millisecond to open a connection in); at least 1 ms: a wait of 0 means "do not wait"
- * to libmongoc's sockets, and the job must end in a timeout. */
+/* Under a deadline the wait is the time the current job has left, whatever libmongoc asked for
+ * (its socketTimeoutMS: the specification ignores the deprecated option under timeoutMS); rounded
+ * up, so that a wait cut short ends at or after the deadline (never a little before it, which would
+ * leave a retry a millisecond to open a connection in); at least 1 ms: a wait of 0 means "do not
+ * wait" to libmongoc's sockets, and is left as it is. */
 static int32_t
 clamp_timeout_nogil(int32_t timeout_msec)
 {
@@ -54,9 +56,7 @@ clamp_timeout_nogil(int32_t timeout_msec)
         left_ms = 1;
     if (left_ms > INT32_MAX)
         left_ms = INT32_MAX;
-    if (timeout_msec < 0 || timeout_msec > left_ms)
-        return (int32_t)left_ms;
-    return timeout_msec;
+    return (int32_t)left_ms;
 }
 
 static void
@@ -159,7 +159,7 @@ timed_initiator_nogil(const mongoc_uri_t *uri, const mongoc_host_list_t *host, v
                       bson_error_t *error)
 {
     int64_t deadline = current_deadline_us;
-    if (deadline && bson_get_monotonic_time() >= deadline) {
+    if (deadline && bson_get_monotonic_time() >= deadline - AMONGO_DEADLINE_SLACK_US) {
         bson_set_error(error, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_CONNECT,
                        "operation would exceed time limit: no new connection to %s after the "
                        "deadline", host->host_and_port);

@@ -21,6 +21,20 @@
 #define AMONGO_SPAWN_DELAY_US 2000
 #define AMONGO_RATE_MIN_JOBS 32
 #define AMONGO_HOLD_US 200000
+#define AMONGO_RTT_SERVERS 16 /* servers whose round trips are tracked (more are taken as 0) */
+#define AMONGO_RTT_SAMPLES 10 /* the specification's window: the minimum of the last 10 */
+
+/* What the core knows of a server's round trip time (Client Side Operations Timeout): libmongoc
+ * 1.23 keeps only an average, updated by its monitors, and no count of samples. Each new value of
+ * that average the core reads counts as a sample: the estimate is the lowest of the last
+ * AMONGO_RTT_SAMPLES, and 0 until there are two (the specification's minimum RTT, which is 0
+ * until two samples), so one slow first check cannot stop every operation short. */
+typedef struct {
+    uint32_t server_id;
+    int count;                        /* values recorded, up to AMONGO_RTT_SAMPLES */
+    int next;                         /* where the next one goes */
+    int64_t values[AMONGO_RTT_SAMPLES];
+} AmongoRtt;
 
 struct AmongoPool {
     pthread_mutex_t mu;      /* protects every field below except mpool and max_workers */
@@ -44,6 +58,7 @@ struct AmongoPool {
     bool stopping;
     AmongoJob *barrier;      /* finished by the last worker to exit after stop */
     AmongoWorkerCtx *idle_ctx; /* contexts of exited workers, for the next ones (asyncmongo.h) */
+    AmongoRtt rtt[AMONGO_RTT_SERVERS]; /* round trips seen, by server (amongo_pool_rtt_nogil) */
     int max_workers;
     mongoc_client_pool_t *mpool;
 };
@@ -506,6 +521,37 @@ amongo_pool_queued(AmongoPool *pool)
     int n = pool->queued;
     pthread_mutex_unlock(&pool->mu);
     return n;
+}
+
+int64_t
+amongo_pool_rtt_nogil(AmongoPool *pool, uint32_t server_id, int64_t average_ms)
+{
+    if (!pool || !server_id || average_ms < 0)
+        return 0;
+    pthread_mutex_lock(&pool->mu);
+    AmongoRtt *r = NULL;
+    for (int i = 0; i < AMONGO_RTT_SERVERS && !r; i++)
+        if (pool->rtt[i].server_id == server_id || !pool->rtt[i].server_id)
+            r = &pool->rtt[i];
+    int64_t rtt = 0;
+    if (r) {
+        r->server_id = server_id;
+        int last = (r->next + AMONGO_RTT_SAMPLES - 1) % AMONGO_RTT_SAMPLES;
+        if (!r->count || r->values[last] != average_ms) { /* a new value: the monitor sampled */
+            r->values[r->next] = average_ms;
+            r->next = (r->next + 1) % AMONGO_RTT_SAMPLES;
+            if (r->count < AMONGO_RTT_SAMPLES)
+                r->count++;
+        }
+        if (r->count >= 2) {
+            rtt = r->values[0];
+            for (int i = 1; i < r->count; i++)
+                if (r->values[i] < rtt)
+                    rtt = r->values[i];
+        }
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return rtt;
 }
 
 int

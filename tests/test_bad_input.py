@@ -392,15 +392,13 @@ class _Listener(monitoring.ServerListener):
 @pytest.mark.parametrize(
     "uri, kwargs, option",
     [
-        ("mongodb://localhost", {"timeoutMS": 1000}, "timeoutms"),
         ("mongodb://localhost", {"maxConnecting": 2}, "maxconnecting"),
-        ("mongodb://localhost/?timeoutMS=1000", {}, "timeoutms"),
         ("mongodb://localhost/?maxConnecting=2", {}, "maxconnecting"),
         ("mongodb://localhost", {"server_api": ServerApi("1")}, "server_api"),
         ("mongodb://localhost", {"serverMonitoringMode": "poll"}, "servermonitoringmode"),
         ("mongodb://localhost", {"event_listeners": [_Listener()]}, "event_listeners"),
     ],
-    ids=["timeoutMS", "maxConnecting", "uri_timeoutMS", "uri_maxConnecting", "server_api",
+    ids=["maxConnecting", "uri_maxConnecting", "server_api",
          "serverMonitoringMode", "event_listeners"],
 )
 def test_option_pymongo_accepts_but_we_cannot_honour(uri, kwargs, option):

@@ -14,6 +14,7 @@ from typing import Any
 from bson.objectid import ObjectId
 from pymongo.common import validate_string
 
+from asyncmongo import _csot
 from asyncmongo.database import AsyncDatabase
 from asyncmongo.gridfs._common import (
     DEFAULT_CHUNK_SIZE,
@@ -64,17 +65,21 @@ class AsyncGridFSBucket:
         chunk_size_bytes: int = DEFAULT_CHUNK_SIZE,
         write_concern: Any = None,
         read_preference: Any = None,
+        timeout: float | None = None,
     ) -> None:
         """``write_concern`` (acknowledged) and ``read_preference`` default to the database's
-        and apply to every operation of the bucket."""
+        and apply to every operation of the bucket; so does ``timeout`` (seconds, 0 for no limit;
+        asyncmongo's, PyMongo 4.20 has none), which bounds each method and the whole life of each
+        stream it opens."""
         _check_database(db)
+        self._timeout = _csot.inherit(timeout, db._timeout)
         wc = write_concern if write_concern is not None else db.write_concern
         check_acknowledged(wc, "write concern")
         self._bucket_name = bucket_name
         # Unlike PyMongo, uploads and downloads use the bucket's concerns too, not only deletes
         # and renames.
         root = without_type_registry(
-            db.get_collection(bucket_name), write_concern=write_concern,
+            db.get_collection(bucket_name, timeout=self._timeout), write_concern=write_concern,
             read_preference=read_preference,
         )
         self._collection = root
@@ -121,6 +126,7 @@ class AsyncGridFSBucket:
         opts = self._upload_options(filename, chunk_size_bytes, metadata)
         return AsyncGridIn(self._collection, session=session, _id=file_id, **opts)
 
+    @_csot.apply
     async def upload_from_stream(
         self,
         filename: str,
@@ -136,6 +142,7 @@ class AsyncGridFSBucket:
             await gin.write(source)
         return gin._id
 
+    @_csot.apply
     async def upload_from_stream_with_id(
         self,
         file_id: Any,
@@ -152,17 +159,20 @@ class AsyncGridFSBucket:
 
     # ---- downloads -------------------------------------------------------------------------
 
+    @_csot.apply
     async def open_download_stream(self, file_id: Any, session: Any = None) -> AsyncGridOut:
         """An AsyncGridOut on the file with this ``_id``; NoFile if there is none."""
         gout = AsyncGridOut(self._collection, file_id, session=session)
         await gout.open()
         return gout
 
+    @_csot.apply
     async def download_to_stream(self, file_id: Any, destination: Any, session: Any = None) -> None:
         """Write the file's contents to ``destination`` (its ``write`` may be a coroutine
         function), a chunk at a time; NoFile if there is no such file."""
         await _copy_to(await self.open_download_stream(file_id, session=session), destination)
 
+    @_csot.apply
     async def open_download_stream_by_name(
         self, filename: str, revision: int = -1, session: Any = None
     ) -> AsyncGridOut:
@@ -176,6 +186,7 @@ class AsyncGridFSBucket:
             return AsyncGridOut(self._collection, file_document=doc, session=session)
         raise NoFile(f"no version {revision} for filename {filename!r}")
 
+    @_csot.apply
     async def download_to_stream_by_name(
         self, filename: str, destination: Any, revision: int = -1, session: Any = None
     ) -> None:
@@ -190,6 +201,7 @@ class AsyncGridFSBucket:
 
     # ---- deletes and renames ---------------------------------------------------------------
 
+    @_csot.apply
     async def delete(self, file_id: Any, session: Any = None) -> None:
         """Delete the file and its chunks; NoFile if there is no such file (its chunks, if any
         were left behind, are deleted all the same)."""
@@ -199,6 +211,7 @@ class AsyncGridFSBucket:
         if not result.deleted_count:
             raise NoFile(f"no file could be deleted because none matched {file_id}")
 
+    @_csot.apply
     async def delete_by_name(self, filename: str, session: Any = None) -> None:
         """Delete every revision of ``filename``; NoFile if there is none."""
         check_session(session)
@@ -209,6 +222,7 @@ class AsyncGridFSBucket:
         if not result.deleted_count:
             raise NoFile(f"no file could be deleted because none matched filename {filename!r}")
 
+    @_csot.apply
     async def rename(self, file_id: Any, new_filename: str, session: Any = None) -> None:
         """Give the file a new name; NoFile if there is no such file."""
         check_session(session)
@@ -221,6 +235,7 @@ class AsyncGridFSBucket:
                 f"{file_id}"
             )
 
+    @_csot.apply
     async def rename_by_name(self, filename: str, new_filename: str, session: Any = None) -> None:
         """Rename every revision of ``filename``; NoFile if there is none."""
         check_session(session)

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from pymongo.errors import InvalidOperation
 
+from asyncmongo import _csot
 from asyncmongo.cursor import _CLONED, AsyncCursor
 from asyncmongo.collection import AsyncCollection
 from asyncmongo.gridfs._common import (
@@ -163,6 +164,8 @@ class AsyncGridOut:
         self._chunk_n = -1
         self._chunk: bytes = _EMPTY
         self.closed = False
+        # Under a timeout it bounds the stream's whole life, from now (the specification).
+        self._csot = _csot.CursorTimeout(root_collection._timeout).start()
 
     _id: Any = _grid_out_field("_id", "The ``_id`` of this file.")
     filename: str | None = _grid_out_field("filename", "Name of this file.")
@@ -177,6 +180,7 @@ class AsyncGridOut:
                                                          "Metadata attached to this file.")
     md5: str | None = _grid_out_field("md5", "DEPRECATED: the md5 an old driver stored, if any.")
 
+    @_csot.within_life
     async def open(self) -> None:
         """Fetch the files document if it was not given; NoFile if there is none."""
         if not self._file:
@@ -216,6 +220,7 @@ class AsyncGridOut:
         self._chunk = await windows.take(wanted)
         self._chunk_n = n
 
+    @_csot.within_life
     async def readchunk(self) -> bytes:
         """The rest of the chunk the position is in (a whole chunk when reading from the start
         of one); ``b""`` at the end of the file."""
@@ -233,6 +238,7 @@ class AsyncGridOut:
         self._after_read(length)
         return data
 
+    @_csot.within_life
     async def _read(self, size: int, line: bool) -> bytes:
         await self.open()
         length, chunk_size = self._sizes()
@@ -276,6 +282,7 @@ class AsyncGridOut:
         """One line (ending with ``b"\\n"``), or up to ``size`` bytes of it."""
         return await self._read(size, True)
 
+    @_csot.within_life
     async def readlines(self, size: int = -1) -> list[bytes]:
         """The remaining lines; stop after ``size`` bytes if positive."""
         await self.open()
@@ -294,6 +301,7 @@ class AsyncGridOut:
     def tell(self) -> int:
         return self._position
 
+    @_csot.within_life
     async def seek(self, pos: int, whence: int = _SEEK_SET) -> int:
         """Move to ``pos`` (from the start, the position or the end per ``whence``); returns the
         new position. A seek costs no I/O: the next read fetches what it needs."""

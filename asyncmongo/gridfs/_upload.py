@@ -16,6 +16,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, InvalidOperation, 
 from pymongo.helpers_shared import _check_write_command_response
 from pymongo.read_preferences import ReadPreference
 
+from asyncmongo import _csot
 from asyncmongo.collection import AsyncCollection
 from asyncmongo.gridfs._common import (
     CHUNK_OVERHEAD,
@@ -101,7 +102,7 @@ class AsyncGridIn:
     _OWN = frozenset({
         "_session", "_coll", "_files", "_chunks", "_file", "_buffer", "_position",
         "_chunk_number", "_closed", "_ensured_index", "_pending", "_pending_bytes",
-        "_sent_chunks", "_conflict",
+        "_sent_chunks", "_conflict", "_csot",
     })
 
     def __init__(self, root_collection: AsyncCollection, session: Any = None, **kwargs: Any) -> None:
@@ -138,6 +139,8 @@ class AsyncGridIn:
         # Set when the _id turned out to be another file's: from then on nothing under that _id
         # is ours to delete.
         own(self, "_conflict", False)
+        # Under a timeout it bounds the stream's whole life, from now (the specification).
+        own(self, "_csot", _csot.CursorTimeout(root_collection._timeout).start())
 
     # ---- the files document as attributes --------------------------------------------------
 
@@ -177,6 +180,7 @@ class AsyncGridIn:
             )
         self._file[name] = value
 
+    @_csot.within_life
     async def set(self, name: str, value: Any) -> None:
         """Set a field of the files document; after close, on the server too."""
         self._file[name] = value
@@ -188,6 +192,7 @@ class AsyncGridIn:
 
     # ---- writing ---------------------------------------------------------------------------
 
+    @_csot.within_life
     async def write(self, data: Any) -> None:
         """Write ``bytes`` (or another bytes-like object), a ``str`` if the file has an
         ``encoding``, or everything a file-like object's ``read()`` returns (``read`` may be a
@@ -248,6 +253,7 @@ class AsyncGridIn:
                 piece = piece.encode(encoding)
             await self._write_bytes(memoryview(piece).cast("B"))
 
+    @_csot.within_life
     async def writelines(self, sequence: Iterable[Any]) -> None:
         """Write each item of ``sequence`` (no separators added)."""
         for line in sequence:
@@ -299,6 +305,7 @@ class AsyncGridIn:
 
     # ---- finishing -------------------------------------------------------------------------
 
+    @_csot.within_life
     async def close(self) -> None:
         """Send what is buffered, then the files document: the file exists from now on. Closing
         again does nothing. Raises FileExists if the ``_id`` is taken."""
@@ -337,6 +344,7 @@ class AsyncGridIn:
         except Exception:
             pass  # FileExists is the error to report; orphan chunks are all that can remain
 
+    @_csot.within_life
     async def abort(self) -> None:
         """Remove the chunks already sent, and close. After FileExists, the _id belongs to
         another file and nothing is deleted."""

@@ -1,4 +1,5 @@
-"""A runner for MongoDB's Unified Test Format, as much of it as the CRUD tests use.
+"""A runner for MongoDB's Unified Test Format, as much of it as the CRUD and the Client Side
+Operations Timeout tests use.
 
 It drives any client with PyMongo's async API: asyncmongo (the driver under test) and, as the
 witness, PyMongo's own AsyncMongoClient, so a failure can be told apart: the same answer from both
@@ -9,9 +10,13 @@ answer when it came from a server reply; the runner never turns a failure into a
 
 from __future__ import annotations
 
+import asyncio
+import binascii
 import copy
 import inspect
+import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,7 @@ import pymongo
 import pymongo.asynchronous.collection
 import pymongo.asynchronous.database
 from pymongo import (
+    CursorType,
     DeleteMany,
     DeleteOne,
     InsertOne,
@@ -34,11 +40,13 @@ from pymongo import (
     UpdateOne,
     uri_parser,
 )
+from pymongo.client_session import TransactionOptions
 from pymongo.errors import (
     BulkWriteError,
     ClientBulkWriteException,
     NotPrimaryError,
     OperationFailure,
+    PyMongoError,
 )
 from pymongo.monitoring import (
     CommandFailedEvent,
@@ -61,7 +69,7 @@ from pymongo.write_concern import WriteConcern
 from tests.spec.matching import Matcher, Mismatch, assert_same_documents
 
 # The newest format version this runner reads (files of a newer minor version are refused).
-SCHEMA_VERSION = (1, 21)
+SCHEMA_VERSION = (1, 26)
 
 _JSON_OPTIONS = JSONOptions(document_class=dict, tz_aware=False)
 # Commands whose events are never observed (the command monitoring spec's sensitive commands).
@@ -74,6 +82,19 @@ _EVENT_TYPES = {
     "commandSucceededEvent": CommandSucceededEvent,
     "commandFailedEvent": CommandFailedEvent,
 }
+# Connection pool (CMAP) events a client may be asked to observe. asyncmongo publishes none
+# (libmongoc 1.23 has no connection pool events), so none is ever recorded: a test that expects
+# one fails; one that expects none (``events: []``) passes only as far as the driver can say (see
+# _check_events).
+_CMAP_EVENTS = {
+    "poolCreatedEvent", "poolReadyEvent", "poolClearedEvent", "poolClosedEvent",
+    "connectionCreatedEvent", "connectionReadyEvent", "connectionClosedEvent",
+    "connectionCheckOutStartedEvent", "connectionCheckOutFailedEvent",
+    "connectionCheckedOutEvent", "connectionCheckedInEvent",
+}
+_CURSOR_TYPES = {"tailable": CursorType.TAILABLE, "tailableAwait": CursorType.TAILABLE_AWAIT,
+                 "nonTailable": CursorType.NON_TAILABLE}
+_TIMEOUT_MODES = {"cursorLifetime": "cursor_lifetime", "iteration": "iteration"}
 # Server answers meaning "this server does not have that": CommandNotFound, CommandNotSupported,
 # NotImplemented, and IDLUnknownField (an option the server does not know).
 LACKS_FEATURE_CODES = {59, 115, 238, 40415}
@@ -124,18 +145,19 @@ class Case:
         return f"{self.path.stem}: {self.test['description']}"
 
 
-def spec_folder(repo_root: Path) -> tuple[Path | None, str]:
-    """The folder of JSON files (ASYNCMONGO_SPEC_DIR, else ../shared/data/crud-unified from the
-    repository root), or None with the reason."""
-    default = (repo_root / ".." / "shared" / "data" / "crud-unified").resolve()
-    env = os.environ.get("ASYNCMONGO_SPEC_DIR")
+def spec_folder(repo_root: Path, name: str = "crud-unified",
+                env_var: str = "ASYNCMONGO_SPEC_DIR") -> tuple[Path | None, str]:
+    """The folder of JSON files (``env_var``, else ../shared/data/<name> from the repository
+    root), or None with the reason."""
+    default = (repo_root / ".." / "shared" / "data" / name).resolve()
+    env = os.environ.get(env_var)
     candidates = [Path(env)] if env else []
     candidates.append(default)
     for folder in candidates:
         if folder.is_dir():
             return folder, ""
     tried = " nor ".join(str(c) for c in candidates)
-    return None, f"no unified test files: neither {tried} exists (set ASYNCMONGO_SPEC_DIR)"
+    return None, f"no unified test files: neither {tried} exists (set {env_var})"
 
 
 def load_cases(folder: Path) -> list[Case]:
@@ -247,19 +269,24 @@ class ServerFacts:
 
 
 class EventRecorder(CommandListener):
-    """All command events of one client, in order (filtering happens when they are compared)."""
+    """All command events of one client, in order (filtering happens when they are compared);
+    none while ``paused`` (the runner's own commands, awaitMinPoolSizeMS)."""
 
     def __init__(self) -> None:
         self.events: list[Any] = []
+        self.paused = False
 
     def started(self, event: CommandStartedEvent) -> None:
-        self.events.append(event)
+        if not self.paused:
+            self.events.append(event)
 
     def succeeded(self, event: CommandSucceededEvent) -> None:
-        self.events.append(event)
+        if not self.paused:
+            self.events.append(event)
 
     def failed(self, event: CommandFailedEvent) -> None:
-        self.events.append(event)
+        if not self.paused:
+            self.events.append(event)
 
 
 @dataclass
@@ -269,6 +296,8 @@ class ClientEntity:
     observe: set[str]
     ignore: set[str]
     observe_sensitive: bool
+    warm_up: bool = False
+    max_pool_size: Any = None
 
     def observed(self) -> list[Any]:
         kinds = tuple(_EVENT_TYPES[name] for name in self.observe if name in _EVENT_TYPES)
@@ -429,10 +458,12 @@ def _describe(value: Any, limit: int = 300) -> str:
 
 @dataclass
 class Driver:
-    """A client class with PyMongo's async API, and a name for messages."""
+    """A client class with PyMongo's async API, its GridFS bucket class, and a name for
+    messages."""
 
     name: str
     client_class: type
+    bucket_class: type | None = None
 
 
 class SpecRun:
@@ -448,6 +479,8 @@ class SpecRun:
         self.clients: dict[str, ClientEntity] = {}
         self.matcher = Matcher(self.entities)
         self.fail_points: list[tuple[Any, str]] = []
+        self.threads: dict[str, list[asyncio.Task[Any]]] = {}
+        self.sessions: list[Any] = []
 
     # ---- the whole test --------------------------------------------------------------------
 
@@ -469,6 +502,15 @@ class SpecRun:
             self._check_outcome(test["outcome"])
 
     async def _cleanup(self) -> None:
+        for tasks in self.threads.values():
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for session in self.sessions:
+            try:
+                await session.end_session()
+            except Exception:  # a session's end tells nothing about the test
+                pass
         for client, name in self.fail_points:
             try:
                 await client.admin.command(SON([("configureFailPoint", name), ("mode", "off")]))
@@ -476,6 +518,25 @@ class SpecRun:
                 pass
         for entity in self.clients.values():
             await entity.client.close()
+        self._wait_server_quiet()
+
+    def _wait_server_quiet(self) -> None:
+        """Let the server finish what the test left running on it: a command a fail point
+        blocked goes on after its client timed out and closed the connection, and would land in
+        the next test (after its initialData). Waits (at most 5 s) until currentOp shows nothing
+        but the monitors' hellos."""
+        deadline = time.monotonic() + 5
+        idle = {"hello", "ismaster", "isMaster", "currentOp"}
+        while time.monotonic() < deadline:
+            try:
+                ops = self.internal.admin.command("currentOp", {"$all": True})["inprog"]
+            except OperationFailure:
+                return  # a server without currentOp: nothing to wait by
+            busy = [op for op in ops if op.get("active") and isinstance(op.get("command"), Mapping)
+                    and not idle & set(op["command"])]
+            if not busy:
+                return
+            time.sleep(0.02)
 
     # ---- setup -----------------------------------------------------------------------------
 
@@ -503,7 +564,10 @@ class SpecRun:
             if eid in self.entities:
                 raise RunnerError(f"duplicate entity {eid!r}")
             if kind == "client":
-                self.entities[eid] = self._make_client(spec)
+                entity = self._make_client(spec)
+                self.entities[eid] = entity
+                if entity.warm_up:
+                    await self._await_min_pool(entity, spec)
             elif kind == "database":
                 client = self._entity(spec["client"], ClientEntity).client
                 opts = _collection_or_database_options(spec.get("databaseOptions") or {})
@@ -512,16 +576,47 @@ class SpecRun:
                 db = self._entity(spec["database"])
                 opts = _collection_or_database_options(spec.get("collectionOptions") or {})
                 self.entities[eid] = db.get_collection(spec["collectionName"], **opts)
+            elif kind == "session":
+                self.entities[eid] = self._make_session(spec)
+            elif kind == "bucket":
+                if self.driver.bucket_class is None:
+                    raise RunnerError(f"{self.driver.name} has no GridFS bucket class")
+                unknown = set(spec) - {"id", "database", "bucketOptions"}
+                if unknown or spec.get("bucketOptions"):
+                    raise RunnerError(f"bucket options {sorted(unknown)} are not supported")
+                self.entities[eid] = self.driver.bucket_class(self._entity(spec["database"]))
+            elif kind == "thread":
+                self.entities[eid] = self.threads.setdefault(eid, [])
             else:
                 raise RunnerError(f"entity type {kind!r} is not supported by this runner")
 
+    def _make_session(self, spec: Mapping[str, Any]) -> Any:
+        client = self._entity(spec["client"], ClientEntity).client
+        kwargs: dict[str, Any] = {}
+        for key, value in (spec.get("sessionOptions") or {}).items():
+            if key == "causalConsistency":
+                kwargs["causal_consistency"] = value
+            elif key == "snapshot":
+                kwargs["snapshot"] = value
+            elif key == "defaultTimeoutMS":
+                kwargs["default_timeout"] = value / 1000  # asyncmongo's (PyMongo has none)
+            elif key == "defaultTransactionOptions":
+                kwargs["default_transaction_options"] = TransactionOptions(
+                    **_transaction_options(value))
+            else:
+                raise RunnerError(f"session option {key!r} is not supported by this runner")
+        session = client.start_session(**kwargs)
+        self.sessions.append(session)
+        return session
+
     def _make_client(self, spec: Mapping[str, Any]) -> ClientEntity:
         unknown = set(spec) - {"id", "uriOptions", "observeEvents", "ignoreCommandMonitoringEvents",
-                               "observeSensitiveCommands", "useMultipleMongoses"}
+                               "observeSensitiveCommands", "useMultipleMongoses",
+                               "awaitMinPoolSizeMS"}
         if unknown:
             raise RunnerError(f"client options {sorted(unknown)} are not supported by this runner")
         for name in spec.get("observeEvents") or ():
-            if name not in _EVENT_TYPES:
+            if name not in _EVENT_TYPES and name not in _CMAP_EVENTS:
                 raise RunnerError(f"observeEvents {name!r} is not supported by this runner")
         recorder = EventRecorder()
         kwargs: dict[str, Any] = {"serverSelectionTimeoutMS": 10000}
@@ -538,7 +633,27 @@ class SpecRun:
             bool(spec.get("observeSensitiveCommands")),
         )
         self.clients[spec["id"]] = entity
+        entity.warm_up = spec.get("awaitMinPoolSizeMS") is not None
+        entity.max_pool_size = kwargs.get("maxPoolSize")
         return entity
+
+    async def _await_min_pool(self, entity: ClientEntity, spec: Mapping[str, Any]) -> None:
+        """awaitMinPoolSizeMS: the client connected before the test goes on, so that the tests'
+        timeouts do not include connection handshakes. A driver without a connection pool API
+        is made to open its connections: concurrent pings (not recorded), as many as the threads
+        that asyncmongo starts at once (each worker thread has a connection of its own), under
+        the wait the test allows, not the client's timeoutMS."""
+        uri_options = spec.get("uriOptions") or {}
+        count = max(int(uri_options.get("minPoolSize") or 1), 4)
+        if uri_options.get("maxPoolSize"):
+            count = min(count, int(uri_options["maxPoolSize"]))
+        entity.recorder.paused = True
+        try:
+            with pymongo.timeout(spec["awaitMinPoolSizeMS"] / 1000):
+                await asyncio.gather(*(entity.client.admin.command("ping")
+                                       for _ in range(count)))
+        finally:
+            entity.recorder.paused = False
 
     def _entity(self, name: str, kind: type | None = None) -> Any:
         if name not in self.entities:
@@ -552,32 +667,37 @@ class SpecRun:
 
     # ---- operations ------------------------------------------------------------------------
 
-    async def _operation(self, op: Mapping[str, Any], where: str) -> None:
+    async def _operation(self, op: Mapping[str, Any], where: str) -> BaseException | None:
+        """Run one operation and check its outcome; returns the error it was expected to raise
+        (a withTransaction callback raises it on), else None."""
         if op["object"] == "testRunner":
             await self._runner_operation(op, where)
-            return
+            return None
         target = self._entity(op["object"])
         if isinstance(target, ClientEntity):
             target = target.client
         args = copy.deepcopy(op.get("arguments") or {})
         expect_error = op.get("expectError")
         ignore = op.get("ignoreResultAndError")
+        # An operation's timeoutMS is PyMongo's way to give one: a pymongo.timeout() block.
+        timeout_ms = args.pop("timeoutMS", None)
         try:
-            result = await Operations(self, target, where).call(op["name"], args)
+            with (pymongo.timeout(timeout_ms / 1000) if timeout_ms is not None else _no_block()):
+                result = await Operations(self, target, where).call(op["name"], args)
         except (SpecSkip, RunnerError, SpecFailure):
             raise
         except Exception as exc:
             if ignore:
-                return
+                return None
             if expect_error is None:
                 raise SpecFailure(
                     where, f"expected no error, got {type(exc).__name__}: {exc}",
                     answer=server_answer(exc), code=_error_code(exc),
                 ) from exc
             self._check_error(expect_error, exc, where)
-            return
+            return exc
         if ignore:
-            return
+            return None
         if expect_error is not None:
             server_side = not expect_error.get("isClientError", False)
             raise SpecFailure(
@@ -589,6 +709,7 @@ class SpecRun:
             self._check_result(op["name"], op["expectResult"], result, where)
         if op.get("saveResultAsEntity"):
             self.entities[op["saveResultAsEntity"]] = result
+        return None
 
     def _check_result(self, name: str, expected: Any, actual: Any, where: str) -> None:
         try:
@@ -622,8 +743,12 @@ class SpecRun:
                 fail("expected a client-side error, the server answered", from_server=False)
             if not expected["isClientError"] and not server:
                 fail("expected a server error, got a client-side one", from_server=False)
-        if expected.get("isTimeoutError") and not getattr(exc, "timeout", False):
-            fail("expected a timeout error")
+        if "isTimeoutError" in expected:
+            is_timeout = isinstance(exc, PyMongoError) and exc.timeout
+            if expected["isTimeoutError"] and not is_timeout:
+                fail("expected a timeout error")
+            if not expected["isTimeoutError"] and is_timeout:
+                fail("expected an error that is not a timeout", from_server=False)
         inner = exc
         if isinstance(exc, ClientBulkWriteException) and exc.error is not None:
             inner = exc.error
@@ -733,12 +858,74 @@ class SpecRun:
                                   answer=f"indexes {names}")
         elif name == "createEntities":
             await self._create_entities(args["entities"])
+        elif name == "wait":
+            await asyncio.sleep(args["ms"] / 1000)
+        elif name == "runOnThread":
+            # A thread of the format is a task here: its operations run concurrently with the
+            # test's, in order among themselves.
+            tasks = self._entity(args["thread"], list)
+            previous = tasks[-1] if tasks else None
+            operation = args["operation"]
+
+            async def run_after() -> None:
+                if previous is not None:
+                    await previous
+                await self._operation(operation, f"{where} ({operation['name']})")
+
+            tasks.append(asyncio.ensure_future(run_after()))
+        elif name == "waitForThread":
+            tasks = self._entity(args["thread"], list)
+            for task in tasks:
+                await task  # a failure of the thread's operations is the test's
+        elif name == "waitForEvent":
+            await self._wait_for_event(args, where)
         else:
             raise RunnerError(f"testRunner operation {name!r} is not supported by this runner")
+
+    def _started_on_worker(self, entity: ClientEntity, kind: str, count: int) -> bool:
+        """asyncmongo hands a job's command events over when the job completes (design.md), so
+        a commandStartedEvent of a command still running is not seen yet: for one started event,
+        the runner waits instead for the job to be running, that is taken by a worker (nothing
+        left in the client's queue) while a thread's operation awaits it."""
+        core = getattr(entity.client, "_core", None)
+        if core is None or kind != "commandStartedEvent" or count != 1:
+            return False
+        pending = [t for tasks in self.threads.values() for t in tasks if not t.done()]
+        stats = core.stats()
+        return bool(pending) and stats["queued"] == 0 and stats["workers"] > 0
+
+    async def _wait_for_event(self, args: Mapping[str, Any], where: str) -> None:
+        entity = self._entity(args["client"], ClientEntity)
+        expected = args["event"]
+        kind, fields = next(iter(expected.items()))
+        if kind not in _EVENT_TYPES:
+            raise RunnerError(f"waitForEvent {kind!r} is not supported by this runner")
+        deadline = time.monotonic() + 10
+        first = True
+        while True:
+            count = 0
+            for event in entity.observed():
+                try:
+                    self._check_event(expected, event, where)
+                except SpecFailure:
+                    continue
+                count += 1
+            # (Not before the loop has turned: a thread's task then has sent its operation.)
+            if count >= args["count"] or (
+                    not first and self._started_on_worker(entity, kind, args["count"])):
+                return
+            first = False
+            if time.monotonic() > deadline:
+                raise SpecFailure(where, f"{count} {kind} events after 10 s, waited for "
+                                         f"{args['count']}")
+            await asyncio.sleep(0.01)
 
     # ---- after the operations --------------------------------------------------------------
 
     def _check_events(self, expected: Mapping[str, Any], where: str) -> None:
+        if expected.get("eventType", "command") == "cmap":
+            self._check_cmap_events(expected, where)
+            return
         if expected.get("eventType", "command") != "command":
             raise RunnerError(f"eventType {expected['eventType']!r} is not supported")
         entity = self._entity(expected["client"], ClientEntity)
@@ -756,6 +943,20 @@ class SpecRun:
             )
         for i, (exp, event) in enumerate(zip(wanted, actual)):
             self._check_event(exp, event, f"{where}.events[{i}]")
+
+    def _check_cmap_events(self, expected: Mapping[str, Any], where: str) -> None:
+        """Connection pool events, for a driver that publishes none (asyncmongo: libmongoc 1.23
+        has no connection pool events): only "no event" can be checked, and only for a client of
+        one connection (maxPoolSize=1), by what a pool event would have left: a cleared pool (or
+        a connection closed and another created) puts the commands after it on a new connection,
+        with another serverConnectionId."""
+        entity = self._entity(expected["client"], ClientEntity)
+        if expected["events"] or entity.max_pool_size != 1:
+            raise RunnerError(f"{self.driver.name} publishes no connection pool events")
+        ids = {e.server_connection_id for e in entity.recorder.events}
+        if len(ids) > 1:
+            raise SpecFailure(where, f"expected no connection pool event; the client's commands "
+                                     f"came on {len(ids)} connections {sorted(ids)}")
 
     def _check_event(self, expected: Mapping[str, Any], event: Any, where: str) -> None:
         if len(expected) != 1:
@@ -832,8 +1033,26 @@ def _collection_or_database_options(opts: Mapping[str, Any]) -> dict[str, Any]:
             out["write_concern"] = _write_concern(value)
         elif key == "readPreference":
             out["read_preference"] = _read_preference(value)
+        elif key == "timeoutMS":
+            out["timeout"] = value / 1000  # asyncmongo's timeout= (PyMongo 4.20 has none)
         else:
             raise RunnerError(f"collection/database option {key!r} is not supported")
+    return out
+
+
+def _transaction_options(doc: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key == "readConcern":
+            out["read_concern"] = ReadConcern(value.get("level"))
+        elif key == "writeConcern":
+            out["write_concern"] = _write_concern(value)
+        elif key == "readPreference":
+            out["read_preference"] = _read_preference(value)
+        elif key == "maxCommitTimeMS":
+            out["max_commit_time_ms"] = value
+        else:
+            raise RunnerError(f"transaction option {key!r} is not supported")
     return out
 
 
@@ -891,8 +1110,16 @@ class Operations:
             prefix = "client_"
         elif kind.endswith("Database"):
             prefix = "database_"
+        elif kind.endswith("ChangeStream"):
+            prefix = "stream_"
         elif kind.endswith("Collection"):
             prefix = "collection_"
+        elif kind.endswith("ClientSession"):
+            prefix = "session_"
+        elif kind.endswith("GridFSBucket"):
+            prefix = "bucket_"
+        elif kind in ("FindCursor", "AsyncCommandCursor"):
+            prefix = "cursor_"
         else:
             raise RunnerError(f"operations on {kind} are not supported")
         method = getattr(self, prefix + name, None)
@@ -916,9 +1143,16 @@ class Operations:
                     self._no_raw_data(method)
                 out["rawData"] = value
                 continue
+            if key == "session":
+                out["session"] = self.run._entity(value)
+                continue
             if key not in names:
                 raise RunnerError(f"{self.where}: argument {key!r} is not supported by this runner")
             target = names[key]
+            if key == "timeoutMode":
+                value = _TIMEOUT_MODES[value]
+            elif key == "cursorType":
+                value = _CURSOR_TYPES[value]
             if key == "writeConcern":
                 value = _write_concern(value)
             elif key == "readConcern":
@@ -998,7 +1232,8 @@ class Operations:
                         "upsert": "upsert", "returnDocument": "return_document", "hint": "hint",
                         "let": "let", "comment": "comment", "collation": "collation",
                         # Extra command fields, as PyMongo takes them.
-                        "bypassDocumentValidation": "bypassDocumentValidation"}
+                        "bypassDocumentValidation": "bypassDocumentValidation",
+                        "maxTimeMS": "maxTimeMS"}
 
     def _return_document(self, kw: dict[str, Any]) -> None:
         if "return_document" in kw:
@@ -1026,16 +1261,29 @@ class Operations:
         kw = self._map(args, names, self.target.find_one_and_delete)
         return await self.target.find_one_and_delete(**kw)
 
+    _FIND = {"filter": "filter", "projection": "projection", "sort": "sort",
+             "skip": "skip", "limit": "limit", "batchSize": "batch_size",
+             "collation": "collation", "comment": "comment", "hint": "hint",
+             "let": "let", "allowDiskUse": "allow_disk_use",
+             "maxTimeMS": "max_time_ms", "min": "min", "max": "max",
+             "returnKey": "return_key", "showRecordId": "show_record_id",
+             "cursorType": "cursor_type", "timeoutMode": "timeout_mode",
+             "maxAwaitTimeMS": "max_await_time_ms"}
+
+    def _find_cursor(self, args: dict[str, Any]) -> Any:
+        # find's extra keywords are cursor options, not command fields.
+        kw = self._map(args, self._FIND, self.target.find, command_fields=False)
+        max_await = kw.pop("max_await_time_ms", None)
+        cursor = self.target.find(**kw)
+        if max_await is not None:
+            cursor.max_await_time_ms(max_await)
+        return cursor
+
     async def collection_find(self, args: dict[str, Any]) -> Any:
-        kw = self._map(args, {"filter": "filter", "projection": "projection", "sort": "sort",
-                              "skip": "skip", "limit": "limit", "batchSize": "batch_size",
-                              "collation": "collation", "comment": "comment", "hint": "hint",
-                              "let": "let", "allowDiskUse": "allow_disk_use",
-                              "maxTimeMS": "max_time_ms", "min": "min", "max": "max",
-                              "returnKey": "return_key", "showRecordId": "show_record_id"},
-                       # find's extra keywords are cursor options, not command fields.
-                       self.target.find, command_fields=False)
-        return await self.target.find(**kw).to_list()
+        return await self._find_cursor(args).to_list()
+
+    async def collection_createFindCursor(self, args: dict[str, Any]) -> Any:
+        return await FindCursor.start(self._find_cursor(args))
 
     async def collection_findOne(self, args: dict[str, Any]) -> Any:
         kw = self._map(args, {"filter": "filter", "projection": "projection", "sort": "sort",
@@ -1060,15 +1308,13 @@ class Operations:
 
     async def collection_count(self, args: dict[str, Any]) -> Any:
         # PyMongo 4 (and so asyncmongo) removed Collection.count(): the deprecated operation is the
-        # count command, sent through the driver's AsyncDatabase.command.
-        coll = self.target
-        cmd: dict[str, Any] = {"count": coll.name}
+        # count command, sent with its options by estimated_document_count, which sends that
+        # command (a retryable read, with the collection's read preference, read concern and
+        # timeout) with its keyword arguments as fields.
         names = {"filter": "query", "skip": "skip", "limit": "limit", "collation": "collation",
                  "hint": "hint", "maxTimeMS": "maxTimeMS", "comment": "comment"}
-        kw = self._map(args, names, coll.database.command)
-        cmd.update(kw)
-        reply = await coll.database.command(SON(cmd), read_preference=coll.read_preference)
-        return int(reply["n"])
+        kw = self._map(args, names, self.target.estimated_document_count)
+        return await self.target.estimated_document_count(**kw)
 
     async def collection_distinct(self, args: dict[str, Any]) -> Any:
         kw = self._map(args, {"fieldName": "key", "filter": "filter", "collation": "collation",
@@ -1078,7 +1324,8 @@ class Operations:
 
     async def collection_createIndex(self, args: dict[str, Any]) -> Any:
         kw = self._map(args, {"keys": "keys", "name": "name", "unique": "unique",
-                              "comment": "comment"}, self.target.create_index)
+                              "comment": "comment", "maxTimeMS": "maxTimeMS"},
+                       self.target.create_index)
         kw["keys"] = list(kw["keys"].items())
         return await self.target.create_index(**kw)
 
@@ -1100,8 +1347,7 @@ class Operations:
                  "clusteredIndex": "clusteredIndex", "expireAfterSeconds": "expireAfterSeconds"}
         kw = self._map(args, names, self.target.create_collection)
         # As PyMongo's own runner: no listCollections round trip before the create.
-        await self.target.create_collection(check_exists=False, **kw)
-        return None
+        return await self.target.create_collection(check_exists=False, **kw)
 
     async def database_modifyCollection(self, args: dict[str, Any]) -> Any:
         # No helper in PyMongo's API: the collMod command through AsyncDatabase.command.
@@ -1135,8 +1381,239 @@ class Operations:
         return result_document(await self.target.bulk_write(**kw))
 
 
+    async def collection_listIndexes(self, args: dict[str, Any]) -> Any:
+        kw = self._map(args, {"timeoutMode": "timeout_mode", "comment": "comment"})
+        return await (await self.target.list_indexes(**kw)).to_list()
+
+    async def collection_listIndexNames(self, args: dict[str, Any]) -> Any:
+        # The index management specification's listIndexNames; PyMongo's API (and so
+        # asyncmongo's) has none: the same listIndexes, its names taken here.
+        kw = self._map(args, {"comment": "comment"})
+        return [ix["name"] for ix in await (await self.target.list_indexes(**kw)).to_list()]
+
+    async def collection_dropIndex(self, args: dict[str, Any]) -> Any:
+        kw = self._map(args, {"name": "index_or_name", "maxTimeMS": "maxTimeMS",
+                              "comment": "comment"}, self.target.drop_index)
+        await self.target.drop_index(**kw)
+        return None
+
+    async def collection_dropIndexes(self, args: dict[str, Any]) -> Any:
+        kw = self._map(args, {"maxTimeMS": "maxTimeMS", "comment": "comment"},
+                       self.target.drop_indexes)
+        await self.target.drop_indexes(**kw)
+        return None
+
+    async def collection_drop(self, args: dict[str, Any]) -> Any:
+        kw = self._map(args, {"comment": "comment"})
+        await self.target.drop(**kw)
+        return None
+
+    _WATCH = {"pipeline": "pipeline", "fullDocument": "full_document",
+              "resumeAfter": "resume_after", "maxAwaitTimeMS": "max_await_time_ms",
+              "batchSize": "batch_size", "collation": "collation", "comment": "comment",
+              "startAfter": "start_after", "showExpandedEvents": "show_expanded_events"}
+
+    async def _watch(self, args: dict[str, Any]) -> Any:
+        return await self.target.watch(**self._map(args, self._WATCH))
+
+    collection_createChangeStream = _watch
+    database_createChangeStream = _watch
+    client_createChangeStream = _watch
+
+    # ---- database: listings and cursor commands ----------------------------------------------
+
+    async def database_listCollections(self, args: dict[str, Any]) -> Any:
+        kw = self._map(args, {"filter": "filter", "timeoutMode": "timeout_mode",
+                              "comment": "comment"})
+        return await (await self.target.list_collections(**kw)).to_list()
+
+    async def database_listCollectionNames(self, args: dict[str, Any]) -> Any:
+        kw = self._map(args, {"filter": "filter", "comment": "comment"})
+        return await self.target.list_collection_names(**kw)
+
+    async def database_createCommandCursor(self, args: dict[str, Any]) -> Any:
+        args = dict(args)
+        body = args.pop("command")
+        command = SON([(args.pop("commandName", next(iter(body))), 1)])
+        command.update(body)
+        kw = self._map(args, {"cursorType": "cursor_type", "batchSize": "batch_size",
+                              "timeoutMode": "timeout_mode", "maxTimeMS": "max_await_time_ms",
+                              "comment": "comment"})
+        cursor_type = kw.pop("cursor_type", None)
+        if cursor_type in (CursorType.TAILABLE, CursorType.TAILABLE_AWAIT):
+            command["tailable"] = True
+        if cursor_type == CursorType.TAILABLE_AWAIT:
+            command["awaitData"] = True
+        batch_size = kw.pop("batch_size", None)
+        cursor = await self.target.cursor_command(command, **kw)
+        if batch_size:
+            cursor.batch_size(batch_size)
+        return cursor
+
+    async def database_runCursorCommand(self, args: dict[str, Any]) -> Any:
+        return await (await self.database_createCommandCursor(args)).to_list()
+
+    # ---- client: listings ----------------------------------------------------------------------
+
+    async def client_listDatabases(self, args: dict[str, Any]) -> Any:
+        kw = self._map(args, {"filter": "filter", "comment": "comment"})
+        return await (await self.target.list_databases(**kw)).to_list()
+
+    async def client_listDatabaseNames(self, args: dict[str, Any]) -> Any:
+        kw = self._map(args, {"comment": "comment"})
+        return await self.target.list_database_names(**kw)
+
+    # ---- sessions ----------------------------------------------------------------------------
+
+    async def session_startTransaction(self, args: dict[str, Any]) -> Any:
+        kw = _transaction_options(args)
+        await self.target.start_transaction(**kw)
+        return None
+
+    async def session_commitTransaction(self, args: dict[str, Any]) -> Any:
+        self._map(args, {})
+        await self.target.commit_transaction()
+        return None
+
+    async def session_abortTransaction(self, args: dict[str, Any]) -> Any:
+        self._map(args, {})
+        await self.target.abort_transaction()
+        return None
+
+    async def session_withTransaction(self, args: dict[str, Any]) -> Any:
+        args = dict(args)
+        operations = args.pop("callback")
+        kw = _transaction_options(args)
+        run = self.run
+
+        async def callback(_session: Any) -> None:
+            for i, op in enumerate(operations):
+                error = await run._operation(op, f"{self.where} callback[{i}] {op['name']}")
+                if error is not None:
+                    raise error  # expected: the callback fails with it, as it did
+
+        await self.target.with_transaction(callback, **kw)
+        return None
+
+    # ---- GridFS buckets ------------------------------------------------------------------------
+
+    async def bucket_upload(self, args: dict[str, Any]) -> Any:
+        args = dict(args)
+        source = binascii.unhexlify(args.pop("source")["$$hexBytes"])
+        kw = self._map(args, {"filename": "filename", "chunkSizeBytes": "chunk_size_bytes",
+                              "metadata": "metadata"})
+        return await self.target.upload_from_stream(source=source, **kw)
+
+    async def bucket_download(self, args: dict[str, Any]) -> Any:
+        kw = self._map(args, {"id": "file_id"})
+        stream = await self.target.open_download_stream(**kw)
+        try:
+            return await stream.read()
+        finally:
+            await stream.close()
+
+    async def bucket_delete(self, args: dict[str, Any]) -> Any:
+        await self.target.delete(**self._map(args, {"id": "file_id"}))
+        return None
+
+    async def bucket_rename(self, args: dict[str, Any]) -> Any:
+        await self.target.rename(**self._map(args, {"id": "file_id",
+                                                    "newFilename": "new_filename"}))
+        return None
+
+    async def bucket_drop(self, args: dict[str, Any]) -> Any:
+        # The GridFS specification's drop: PyMongo's bucket has none (nor asyncmongo's); the files
+        # and chunks collections dropped under the bucket's timeout, as PyMongo's own runner does.
+        self._map(args, {})
+        bucket = self.target
+        with (pymongo.timeout(bucket._timeout) if pymongo._csot.get_timeout() is None
+              and getattr(bucket, "_timeout", None) is not None else _no_block()):
+            await bucket._files.drop()
+            await bucket._chunks.drop()
+        return None
+
+    async def bucket_find(self, args: dict[str, Any]) -> Any:
+        kw = self._map(args, {"filter": "filter", "batchSize": "batch_size", "sort": "sort",
+                              "skip": "skip", "limit": "limit"})
+        return [gout._file for gout in await self.target.find(**kw).to_list()]
+
+    # ---- cursors and change streams ------------------------------------------------------------
+
+    async def cursor_iterateUntilDocumentOrError(self, args: dict[str, Any]) -> Any:
+        self._map(args, {})
+        cursor = self.target
+        while cursor.alive:
+            try:
+                return await cursor.next()
+            except StopAsyncIteration:
+                continue
+        return None
+
+    async def cursor_iterateOnce(self, args: dict[str, Any]) -> Any:
+        self._map(args, {})
+        return await self.target.try_next()
+
+    async def cursor_close(self, args: dict[str, Any]) -> Any:
+        self._map(args, {})
+        await self.target.close()
+        return None
+
+    async def stream_iterateUntilDocumentOrError(self, args: dict[str, Any]) -> Any:
+        self._map(args, {})
+        return await self.target.next()
+
+    stream_iterateOnce = cursor_iterateOnce
+    stream_close = cursor_close
+
+
+class _no_block:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+class FindCursor:
+    """createFindCursor's entity: a find cursor whose find was sent (as the format says), its
+    first document kept for the first iteration."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+        self.first: Any = None
+
+    @classmethod
+    async def start(cls, cursor: Any) -> "FindCursor":
+        entity = cls(cursor)
+        try:
+            entity.first = await cursor.next()
+        except StopAsyncIteration:
+            entity.first = None
+        return entity
+
+    @property
+    def alive(self) -> bool:
+        return self.first is not None or self.cursor.alive
+
+    async def next(self) -> Any:
+        if self.first is not None:
+            first, self.first = self.first, None
+            return first
+        return await self.cursor.next()
+
+    async def try_next(self) -> Any:
+        if self.first is not None:
+            first, self.first = self.first, None
+            return first
+        return await self.cursor.try_next()
+
+    async def close(self) -> None:
+        await self.cursor.close()
+
+
 async def _aggregate(ops: Operations, target: Any, args: dict[str, Any]) -> Any:
     names = {"pipeline": "pipeline", "let": "let", "comment": "comment",
+             "timeoutMode": "timeout_mode", "maxAwaitTimeMS": "maxAwaitTimeMS",
              # Extra command fields, as PyMongo takes them.
              "allowDiskUse": "allowDiskUse", "batchSize": "batchSize", "collation": "collation",
              "maxTimeMS": "maxTimeMS", "bypassDocumentValidation": "bypassDocumentValidation",
