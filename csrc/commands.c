@@ -329,6 +329,13 @@ worker_txn_session_nogil(AmongoWorkerCtx *ctx)
         bson_error_t unused;
         ctx->txn_session = mongoc_client_start_session(ctx->client, sopts, &unused);
         mongoc_session_opts_destroy(sopts);
+        /* The server session may come from libmongoc's pool, numbered before by libmongoc (its
+         * bulk writes): the core's numbers start above any it used, from the wall clock in
+         * microseconds (libmongoc counts from 1), so the server never takes a write of ours for
+         * an old one. */
+        struct timeval now;
+        bson_gettimeofday(&now);
+        ctx->txn_number = (int64_t)now.tv_sec * 1000000 + now.tv_usec;
     }
     return ctx->txn_session;
 }
@@ -447,7 +454,25 @@ command_run_timed_nogil(AmongoJob *job, CommandRun *run, const bson_t *opts)
         opts = &numbered;
         numbered_built = true;
     }
+    /* libmongoc's own retry of a read must not run under a deadline: it would come after a
+     * timeout at the deadline and open a connection then, whose failure makes libmongoc mark the
+     * server unknown and clear its pool. The core retries while time is left instead. The
+     * option is the client's own copy of the URI (libmongoc's pooled clients copy it), used by
+     * this thread alone while it holds the client. */
+    mongoc_uri_t *uri = (mongoc_uri_t *)mongoc_client_get_uri(run->client);
+    bool retry_reads = mongoc_uri_get_option_as_bool(uri, MONGOC_URI_RETRYREADS,
+                                                     true /* libmongoc's default */);
+    if (retry_reads && job->op == AMONGO_OP_READ)
+        mongoc_uri_set_option_as_bool(uri, MONGOC_URI_RETRYREADS, false);
     for (;;) {
+        if (job->deadline_us - bson_get_monotonic_time() <= AMONGO_DEADLINE_SLACK_US) {
+            /* No time for anything (a new connection would fail its handshake at once) */
+            job->ok = false;
+            bson_set_error(&job->error, AMONGO_ERROR_DOMAIN_TIMEOUT, 50,
+                           "operation would exceed time limit: its deadline has passed");
+            bson_init(&job->reply);
+            break;
+        }
         if (!command_timed_nogil(job, run, txn_number)) {
             job->ok = false;
             bson_init(&job->reply);
@@ -464,6 +489,8 @@ command_run_timed_nogil(AmongoJob *job, CommandRun *run, const bson_t *opts)
             break;
         bson_destroy(&job->reply);
     }
+    if (retry_reads && job->op == AMONGO_OP_READ)
+        mongoc_uri_set_option_as_bool(uri, MONGOC_URI_RETRYREADS, true);
     if (numbered_built)
         bson_destroy(&numbered);
 }

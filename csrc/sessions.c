@@ -242,10 +242,42 @@ session_transaction_opts_nogil(const bson_t *opts)
     return topts;
 }
 
+static bool session_act_in_turn_nogil(AmongoJob *job, AmongoSession *s, const bson_t *opts);
+
+/* libmongoc retries a commit or an abort once after a retryable (network) error. Under a deadline
+ * that retry comes after the timeout at the deadline and needs a new connection, whose refusal
+ * (stream.c) would make libmongoc mark the server unknown and clear its pool: the retry is
+ * turned off for the call, through the session client's own copy of the URI (libmongoc's pooled
+ * clients copy it; this thread alone uses the client in the session's turn). Returns whether it
+ * was on. */
+static bool
+session_retry_off_nogil(AmongoJob *job, AmongoSession *s)
+{
+    if (!job->deadline_us || (job->op != AMONGO_OP_TXN_COMMIT && job->op != AMONGO_OP_TXN_ABORT))
+        return false;
+    mongoc_uri_t *uri = (mongoc_uri_t *)mongoc_client_get_uri(s->client);
+    if (!mongoc_uri_get_option_as_bool(uri, MONGOC_URI_RETRYWRITES, true))
+        return false;
+    mongoc_uri_set_option_as_bool(uri, MONGOC_URI_RETRYWRITES, false);
+    return true;
+}
+
 /* One action on an open session (s->client set; its turn, see amongo_session_enqueue). The reply
  * is initialised on return. */
 static bool
 session_act_nogil(AmongoJob *job, AmongoSession *s, const bson_t *opts)
+{
+    bool retry_was_on = session_retry_off_nogil(job, s);
+    mongoc_client_t *client = s->client;
+    bool ok = session_act_in_turn_nogil(job, s, opts);
+    if (retry_was_on) /* the client is still the session's: an ending session frees it after */
+        mongoc_uri_set_option_as_bool((mongoc_uri_t *)mongoc_client_get_uri(client),
+                                      MONGOC_URI_RETRYWRITES, true);
+    return ok;
+}
+
+static bool
+session_act_in_turn_nogil(AmongoJob *job, AmongoSession *s, const bson_t *opts)
 {
     switch (job->op) {
     case AMONGO_OP_TXN_COMMIT:
