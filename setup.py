@@ -55,14 +55,15 @@ def flags():
     )
 
 
-SOURCES = ["module.c", "client.c", "completion.c", "jobs.c", "workers.c", "errors.c", "log.c", "apm.c", "sessions.c"]
+SOURCES = ["module.c", "client.c", "completion.c", "jobs.c", "workers.c", "errors.c", "log.c", "apm.c", "sessions.c",
+           "codec.c", "decode.c", "encode.c"]
 
 setup(
     ext_modules=[
         Extension(
             "asyncmongo._core",
             sources=[os.path.join("csrc", s) for s in SOURCES],
-            depends=[os.path.join("csrc", "asyncmongo.h")],
+            depends=[os.path.join("csrc", h) for h in ("asyncmongo.h", "codec.h")],
             **flags(),
         )
     ],
