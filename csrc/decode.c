@@ -60,6 +60,7 @@ typedef struct {
     KeyCache *keys;
     PyObject *owner;      /* a bytes object holding the data (RawBSONDocument views), or NULL */
     int depth;            /* containers entered: the C stack guard */
+    const uint8_t *end;   /* end of the top-level document: no read goes past it */
     PyObject **stack;     /* scratch stack (PyMem), owned references in [0, top) */
     size_t top, cap;
     bool bounds_ready;    /* min_ms/max_ms computed (DATETIME_CLAMP / DATETIME_AUTO) */
@@ -685,12 +686,18 @@ dec_array(Dec *d, PyObject *name, const uint8_t *p, size_t lim, size_t *used)
         uint8_t type = p[pos++];
         size_t klen = key_len(p + pos, end - pos); /* p[end] is NUL */
         pos += klen + 1;
-        /* A key running to the array's own NUL leaves nothing for its value. */
-        size_t vlim = pos <= end ? end - pos : 0;
+        /* bson gives every element the array's own limit less the key, not what is left of the
+         * array: an element may run past the array's end, into its parent, and bson reports what
+         * it finds there (the array is refused afterwards, its end being missed). The same limit
+         * here, clamped to the end of the top-level document, where bson would read past the
+         * input. */
+        size_t vlim = lim - klen, left = (size_t)(d->end - (p + pos));
+        if (vlim > left)
+            vlim = left;
         if (enter(d, " while decoding a list value") < 0)
             goto fail;
         size_t vused = 0;
-        PyObject *item = dec_value(d, name, p + (pos <= end ? pos : end), vlim, type, &vused);
+        PyObject *item = dec_value(d, name, p + pos, vlim, type, &vused);
         leave(d);
         if (!item)
             goto fail;
@@ -1008,6 +1015,7 @@ decode_frames(Dec *d, const uint8_t *p, size_t len, bool all)
             return NULL;
         }
         bool dollar = false;
+        d->end = p + size;
         return dec_document(d, p, (uint32_t)size, &dollar);
     }
     PyObject *list = PyList_New(0);
@@ -1030,6 +1038,7 @@ decode_frames(Dec *d, const uint8_t *p, size_t len, bool all)
             return NULL;
         }
         bool dollar = false;
+        d->end = p + size;
         PyObject *doc = dec_document(d, p, (uint32_t)size, &dollar);
         if (!doc || PyList_Append(list, doc) < 0) {
             Py_XDECREF(doc);
@@ -1051,6 +1060,7 @@ dec_init(Dec *d, AmongoState *st, const AmongoCodecOpts *o)
     d->owner = NULL;
     d->depth = 0;
     d->bounds_ready = false;
+    d->end = NULL;
     d->stack = NULL;
     d->top = d->cap = 0;
     d->keys = PyCapsule_GetPointer(st->codec_key_cache, KC_CAPSULE);
