@@ -86,14 +86,36 @@ amongo_codec_type_marker(AmongoState *st, PyObject *obj)
 
 /* Reads a CodecOptions as bson's convert_codec_options does (same tuple format, same errors), plus
  * what tells the native codec to hand the call to bson. */
+static int opts_parse(AmongoState *st, PyObject *options, AmongoCodecOpts *o);
+
+/* bson.DEFAULT_CODEC_OPTIONS, read once: module state keeps it alive, so the borrowed pointers stay
+ * valid while `default_for` is the object state holds (a new module, a new object: read again). */
+static AmongoCodecOpts default_opts;
+static PyObject *default_for;
+
 int
 amongo_codec_opts_parse(AmongoState *st, PyObject *options, AmongoCodecOpts *o)
+{
+    if (!options || options == Py_None)
+        options = st->default_codec_options;
+    if (options == st->default_codec_options) {
+        if (default_for != options) {
+            if (opts_parse(st, options, &default_opts) < 0)
+                return -1;
+            default_for = options;
+        }
+        *o = default_opts;
+        return 0;
+    }
+    return opts_parse(st, options, o);
+}
+
+static int
+opts_parse(AmongoState *st, PyObject *options, AmongoCodecOpts *o)
 {
     PyObject *registry;
     char tz_aware, uuid_rep, dt_conv;
     const char *errors = NULL;
-    if (!options || options == Py_None)
-        options = st->default_codec_options;
     int ok = PyObject_IsInstance(options, st->codec_CodecOptions);
     if (ok < 0)
         return -1;

@@ -135,11 +135,14 @@ key_hash_ascii(const uint8_t *p, size_t n, uint64_t *hash)
             h = (h ^ w) * 0x9E3779B97F4A7C15ull;
             high |= w;
         }
+    } else if (n >= 4) {
+        /* Two overlapping 4-byte loads (a byte-wise copy into a word would stall the load). */
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);
+        memcpy(&hi, p + n - 4, 4);
+        h = high = lo | (uint64_t)hi << 32;
     } else {
-        uint64_t a = 0;
-        memcpy(&a, p, n); /* n < 8 */
-        h = a;
-        high = a;
+        h = high = n ? (uint64_t)p[0] | (uint64_t)p[n / 2] << 8 | (uint64_t)p[n - 1] << 16 : 0;
     }
     h = (h ^ n) * 0xFF51AFD7ED558CCDull;
     *hash = h ^ (h >> 29);
