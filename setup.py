@@ -57,7 +57,7 @@ def flags():
 
 SOURCES = [
     "module.c", "client.c", "completion.c", "jobs.c", "commands.c", "bulk.c", "sessions.c",
-    "workers.c", "errors.c", "log.c", "apm.c",
+    "workers.c", "errors.c", "log.c", "apm.c", "codec.c", "decode.c", "encode.c",
 ]
 
 setup(
@@ -65,7 +65,7 @@ setup(
         Extension(
             "asyncmongo._core",
             sources=[os.path.join("csrc", s) for s in SOURCES],
-            depends=[os.path.join("csrc", "asyncmongo.h")],
+            depends=[os.path.join("csrc", h) for h in ("asyncmongo.h", "codec.h")],
             **flags(),
         )
     ],

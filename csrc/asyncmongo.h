@@ -203,7 +203,20 @@ typedef struct AmongoJob {
     X(exc_ServerSelectionTimeoutError) X(exc_NotPrimaryError) X(exc_OperationFailure) \
     X(exc_ExecutionTimeout) X(exc_CursorNotFound) X(exc_WriteError) X(exc_DuplicateKeyError) \
     X(exc_WriteConcernError) X(exc_WTimeoutError) X(exc_BulkWriteError) X(exc_InvalidOperation) \
-    X(exc_ConfigurationError) X(exc_InvalidURI) X(exc_ProtocolError) X(exc_DocumentTooLarge)
+    X(exc_ConfigurationError) X(exc_InvalidURI) X(exc_ProtocolError) X(exc_DocumentTooLarge) \
+    /* the BSON codec (codec.c, decode.c, encode.c) */ \
+    X(codec_ObjectId) X(codec_Int64) X(codec_Binary) X(codec_Code) X(codec_Regex) X(codec_DBRef) \
+    X(codec_Timestamp) X(codec_MinKey) X(codec_MaxKey) X(codec_Decimal128) X(codec_DatetimeMS) \
+    X(codec_UUID) X(codec_SafeUUID_unknown) X(codec_utc) X(codec_Mapping) X(codec_Pattern) \
+    X(codec_CodecOptions) X(codec_dict_to_bson) X(codec_min_datetime) X(codec_max_datetime) \
+    X(codec_oid_slot) X(codec_uuid_int_slot) X(codec_uuid_safe_slot) X(codec_key_cache) \
+    X(codec_InvalidBSON) X(codec_InvalidDocument) X(codec_InvalidStringData) X(codec_BSONError) \
+    X(codec_s_type_marker) X(codec_s_binary) X(codec_s_subtype) X(codec_s_scope) X(codec_s_inc) \
+    X(codec_s_time) X(codec_s_bid) X(codec_s_flags) X(codec_s_pattern) X(codec_s_id) \
+    X(codec_s_dollar_ref) X(codec_s_dollar_id) X(codec_s_dollar_db) X(codec_s_as_doc) \
+    X(codec_s_utcoffset) X(codec_s_astimezone) X(codec_s_from_uuid) X(codec_s_as_uuid) \
+    X(codec_s_from_bid) X(codec_s_raw) X(codec_s_encoder_map) X(codec_s_decoder_map) \
+    X(codec_s_fallback_encoder)
 
 typedef struct {
 #define AMONGO_STATE_FIELD(name) PyObject *name;
