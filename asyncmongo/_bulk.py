@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping as AbcMapping
 from typing import Any, Mapping, Sequence
 
-import bson
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import common
@@ -16,8 +15,8 @@ from pymongo.errors import WriteConcernError, WTimeoutError
 
 from asyncmongo import _core
 from asyncmongo._common import check_command_size
+from asyncmongo._common import encode as _encode
 
-_encode = bson.encode
 
 # PyMongo's kinds of write command. An unordered bulk runs all inserts, then all updates, then all
 # deletes (pymongo.bulk_shared.gen_unordered); ours must run in the same order to end in the same

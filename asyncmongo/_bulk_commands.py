@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping as AbcMapping
 from typing import Any, Mapping, Sequence
 
-import bson
 from bson.raw_bson import RawBSONDocument
 from pymongo import helpers_shared
 from pymongo.errors import WriteConcernError
@@ -23,9 +22,9 @@ from pymongo.errors import WriteConcernError
 from asyncmongo import _core
 from asyncmongo._bulk import K_DELETE, K_INSERT, K_UPDATE, BulkBuilder
 from asyncmongo._common import MAX_STATEMENTS_SIZE, MAX_WRITE_BATCH_SIZE, check_command_size
+from asyncmongo._common import encode as _encode
 from asyncmongo.client_session import run_in_session
 
-_encode = bson.encode
 
 # The write command of each kind of bulk operation, and the field of its statements.
 _COMMANDS = {K_INSERT: ("insert", "documents"), K_UPDATE: ("update", "updates"),

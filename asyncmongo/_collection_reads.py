@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-import bson
 from bson.codec_options import CodecOptions
 from pymongo import common, helpers_shared
 from pymongo.collation import validate_collation_or_none
@@ -18,6 +17,7 @@ from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
 from asyncmongo._common import check_command_size as _check_size
+from asyncmongo._common import encode as _encode
 from asyncmongo._common import read_prefs
 from asyncmongo.change_stream import AsyncCollectionChangeStream, open_change_stream
 from asyncmongo.client_session import check_session, run_in_session
@@ -27,7 +27,6 @@ from asyncmongo.cursor import AsyncCursor
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
 
-_encode = bson.encode
 _OP_READ = _core.OP_READ
 _RES_DOC = _core.RES_DOC
 _NAMESPACE_NOT_FOUND = 26

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping as AbcMapping
 from typing import Any, Awaitable, Iterable, Mapping, Sequence
 
-import bson
 from pymongo import common, helpers_shared
 from pymongo.collation import validate_collation_or_none
 from pymongo.errors import (
@@ -29,9 +28,9 @@ from asyncmongo import _core
 from asyncmongo._bulk import BulkBuilder, bulk_api_result, write_concern_error
 from asyncmongo._bulk_commands import needs_commands, run_bulk_by_commands
 from asyncmongo._common import check_command_size as _check_size
+from asyncmongo._common import encode as _encode
 from asyncmongo.client_session import check_session, run_in_session
 
-_encode = bson.encode
 _validate_boolean = common.validate_boolean
 _validate_is_mapping = common.validate_is_mapping
 _index_document = helpers_shared._index_document

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import bson
 from bson.codec_options import CodecOptions
 from pymongo.errors import DocumentTooLarge
 from pymongo.read_concern import ReadConcern
@@ -32,7 +31,9 @@ MAX_COMMAND_SIZE = MAX_BSON_SIZE + COMMAND_OVERHEAD
 # writeConcern, apiVersion).
 MAX_STATEMENTS_SIZE = MAX_COMMAND_SIZE - 1024
 
-_encode = bson.encode
+# The core's encoder (codec.h): bson.encode's result and errors, natively.
+encode = _core.bson_encode
+_encode = encode
 
 
 def too_large(size: int) -> DocumentTooLarge:

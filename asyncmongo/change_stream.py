@@ -27,6 +27,7 @@ from pymongo.errors import (
 )
 
 from asyncmongo import _core
+from asyncmongo._common import encode as _encode
 from asyncmongo._execute import execute
 from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo.command_cursor import AsyncCommandCursor
@@ -34,7 +35,6 @@ from asyncmongo.command_cursor import AsyncCommandCursor
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
 
-_encode = bson.encode
 
 # The specification's resumable server codes for servers before 4.4 (wire version 9), which do not
 # label their errors; later servers say it with the ResumableChangeStreamError label alone.

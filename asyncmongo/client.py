@@ -12,7 +12,6 @@ import warnings
 import weakref
 from typing import Any, Mapping
 
-import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from pymongo.client_session import SessionOptions
 from pymongo.errors import ConfigurationError, InvalidOperation
@@ -21,6 +20,7 @@ from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
 from asyncmongo._client_bulk import client_bulk_write
+from asyncmongo._common import encode as _encode
 from asyncmongo._common import primary_read
 from asyncmongo._options import ClientOptions
 from asyncmongo.change_stream import AsyncClusterChangeStream, open_change_stream
@@ -163,7 +163,7 @@ class AsyncMongoClient:
             cmd["comment"] = comment
         op, prefs = primary_read(self)
         reply = await run_in_session(
-            self._core, session, op, _core.RES_DOC, "admin", None, bson.encode(cmd), None,
+            self._core, session, op, _core.RES_DOC, "admin", None, _encode(cmd), None,
             DEFAULT_CODEC_OPTIONS, 0, 0, prefs,
         )
         return AsyncCommandCursor(self, "admin", ready_batch(reply["databases"], "admin.$cmd"),

@@ -14,7 +14,6 @@ import random
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
 
-import bson
 from pymongo.client_session import SessionOptions, TransactionOptions
 from pymongo.errors import (
     ConnectionFailure,
@@ -28,6 +27,7 @@ from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
+from asyncmongo._common import encode as _encode
 from asyncmongo._execute import execute
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ _T = TypeVar("_T")
 _WITH_TRANSACTION_TIMEOUT = 120.0
 _BACKOFF_INITIAL = 0.005
 _BACKOFF_MAX = 0.5
-_EMPTY = bson.encode({})
+_EMPTY = _encode({})
 # Server codes after which a commit's outcome is unknown (the transactions specification).
 _UNKNOWN_COMMIT_CODES = frozenset({64, 50, 91, 189, 262, 6, 7, 89, 9001, 10107, 11600, 11602, 13435, 13436})
 
@@ -144,7 +144,7 @@ class AsyncClientSession:
     async def _session_job(core: Any, capsule: Any, op: int, opts: Mapping[str, Any] | None = None) -> Any:
         """One job of the session's life (``_core.OP_SESSION_*``, ``_core.OP_TXN_*``)."""
         kind = _core.RES_DOC if op == _core.OP_TXN_COMMIT else _core.RES_SESSION
-        return await execute(core, core.submit(op, kind, "admin", None, bson.encode(opts or {}),
+        return await execute(core, core.submit(op, kind, "admin", None, _encode(opts or {}),
                                                None, None, 0, 0, capsule), capsule)
 
     async def _ensure_started(self) -> Any:

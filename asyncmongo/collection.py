@@ -10,7 +10,6 @@ from asyncio import CancelledError
 from collections.abc import Mapping as AbcMapping
 from typing import TYPE_CHECKING, Any, Iterable
 
-import bson
 from bson.codec_options import CodecOptions
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
@@ -32,12 +31,12 @@ from asyncmongo._collection_reads import _ReadsMixin
 from asyncmongo._bulk import bulk_api_result
 from asyncmongo._collection_writes import _WritesMixin
 from asyncmongo._common import MAX_BSON_SIZE, check_command_size, check_options, read_prefs, too_large
+from asyncmongo._common import encode as _encode
 from asyncmongo.client_session import check_session, run_in_session
 
 if TYPE_CHECKING:
     from asyncmongo.database import AsyncDatabase
 
-_encode = bson.encode
 _OP_INSERT = _core.OP_INSERT
 _OP_READ = _core.OP_READ
 _RES_WRITE = _core.RES_WRITE

@@ -11,19 +11,18 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, Mapping
 
-import bson
 from bson.codec_options import CodecOptions
 from bson.int64 import Int64
 from pymongo.errors import InvalidOperation
 
 from asyncmongo import _core
+from asyncmongo._common import encode as _encode
 from asyncmongo._execute import execute
 from asyncmongo.client_session import run_in_session
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
 
-_encode = bson.encode
 CursorBatch = _core.CursorBatch
 
 

@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import bson
 from bson.code import Code
 from bson.codec_options import CodecOptions
 from pymongo import helpers_shared
@@ -25,6 +24,7 @@ from pymongo.errors import ConnectionFailure, InvalidOperation, OperationFailure
 
 from asyncmongo import _core
 from asyncmongo._common import check_command_size as _check_size
+from asyncmongo._common import encode as _encode
 from asyncmongo._execute import execute
 from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo.command_cursor import AsyncCommandCursor
@@ -32,7 +32,6 @@ from asyncmongo.command_cursor import AsyncCommandCursor
 if TYPE_CHECKING:
     from asyncmongo.collection import AsyncCollection
 
-_encode = bson.encode
 
 # Legacy "$query" modifiers a filter may carry, and the find command fields they become (PyMongo's).
 _MODIFIERS = {

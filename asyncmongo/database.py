@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.son import SON
 from pymongo import common
@@ -22,12 +21,12 @@ from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
 from asyncmongo._common import check_command_size, check_options, primary_read, read_prefs
+from asyncmongo._common import encode as _encode
 from asyncmongo.change_stream import AsyncDatabaseChangeStream, open_change_stream
 from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo.collection import AsyncCollection
 from asyncmongo.command_cursor import AsyncCommandCursor, run_cursor_command
 
-_encode = bson.encode
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
 
@@ -159,7 +158,7 @@ class AsyncDatabase:
             codec_options = DEFAULT_CODEC_OPTIONS
         if not isinstance(codec_options, CodecOptions):
             raise TypeError("codec_options must be an instance of CodecOptions")
-        cmd = check_command_size(bson.encode(command, False, self._codec_options))
+        cmd = check_command_size(_encode(command, False, self._codec_options))
         core = self._client._core
         try:
             return await run_in_session(

@@ -4,6 +4,7 @@
  * job completes, the loop thread hands the records to the client's sink, which builds PyMongo's
  * event objects and calls the listeners, before the operation's future resolves. */
 #include "asyncmongo.h"
+#include "codec.h"
 
 static _Thread_local AmongoJob *current_job;
 
@@ -120,12 +121,7 @@ amongo_apm_deliver(AmongoState *st, AmongoJob *job)
     if (!list)
         return -1;
     for (AmongoEvent *ev = job->events; ev; ev = ev->next) {
-        PyObject *view = PyMemoryView_FromMemory((char *)bson_get_data(&ev->doc), ev->doc.len,
-                                                 PyBUF_READ);
-        PyObject *doc = view ? PyObject_CallFunctionObjArgs(st->bson_to_dict, view,
-                                                             st->default_codec_options, NULL)
-                             : NULL;
-        Py_XDECREF(view);
+        PyObject *doc = amongo_decode_document(st, bson_get_data(&ev->doc), ev->doc.len, NULL);
         PyObject *item = doc ? Py_BuildValue("(iss(sH)LLLiNsI)", ev->kind, ev->command_name,
                                              ev->database, ev->host, ev->port,
                                              (long long)ev->request_id, (long long)ev->operation_id,

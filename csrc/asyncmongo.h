@@ -86,6 +86,19 @@ enum {
 #define AMONGO_ERROR_DOMAIN_TIMEOUT 1001 /* the job's deadline passed before it was sent (code 50,
                                           * as the server's MaxTimeMSExpired) */
 
+/* A growable byte buffer (codec.h): encoded documents are appended at len, several end to end
+ * (insert_many sends them concatenated). data is malloc'd: the owner may free it on any thread,
+ * without the GIL. A zeroed struct is a valid empty buffer. */
+typedef struct AmongoBuffer {
+    uint8_t *data;
+    size_t len, cap;
+} AmongoBuffer;
+
+/* The server's largest document (MongoDB's default, which PyMongo assumes too), and the room a
+ * command may take beyond it. */
+#define AMONGO_MAX_BSON_SIZE (16 * 1024 * 1024)
+#define AMONGO_COMMAND_OVERHEAD 16382
+
 typedef struct AmongoQueue AmongoQueue;
 typedef struct AmongoPool AmongoPool;
 
@@ -155,7 +168,9 @@ typedef struct AmongoJob {
                              * clock, bson_get_monotonic_time) by which it must end; 0: none */
     int32_t socket_timeout_ms; /* the client's, to tell a timeout from a reset (same libmongoc text) */
 
-    /* inputs: borrowed from the Python objects below, which the job keeps alive */
+    /* inputs: borrowed from the Python objects below, which the job keeps alive, or (cmd) from
+     * `encoded`, the job's own buffer when the core encoded the command or documents itself */
+    AmongoBuffer encoded;
     const char *db;
     const char *coll;
     const uint8_t *cmd;
@@ -205,7 +220,7 @@ typedef struct AmongoJob {
     X(exc_WriteConcernError) X(exc_WTimeoutError) X(exc_BulkWriteError) X(exc_InvalidOperation) \
     X(exc_ConfigurationError) X(exc_InvalidURI) X(exc_ProtocolError) X(exc_DocumentTooLarge) \
     /* the BSON codec (codec.c, decode.c, encode.c) */ \
-    X(codec_ObjectId) X(codec_Int64) X(codec_Binary) X(codec_Code) X(codec_Regex) X(codec_DBRef) \
+    X(codec_ObjectId) X(abc_MutableMapping) X(codec_Int64) X(codec_Binary) X(codec_Code) X(codec_Regex) X(codec_DBRef) \
     X(codec_Timestamp) X(codec_MinKey) X(codec_MaxKey) X(codec_Decimal128) X(codec_DatetimeMS) \
     X(codec_UUID) X(codec_SafeUUID_unknown) X(codec_utc) X(codec_Mapping) X(codec_Pattern) \
     X(codec_CodecOptions) X(codec_dict_to_bson) X(codec_min_datetime) X(codec_max_datetime) \

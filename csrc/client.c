@@ -4,6 +4,7 @@
  * for the workers. Nothing here blocks the loop: waiting for workers happens with the GIL released,
  * and only when they are known to be finishing. */
 #include "asyncmongo.h"
+#include "codec.h"
 
 #include <math.h>
 #include <structmember.h>
@@ -213,9 +214,9 @@ submit_parse(PyObject *const *args, Py_ssize_t nargs, SubmitArgs *a)
         return -1;
     }
     if (!PyUnicode_Check(a->db) || (a->coll != Py_None && !PyUnicode_Check(a->coll)) ||
-        !PyBytes_Check(a->cmd) || (a->opts != Py_None && !PyBytes_Check(a->opts)) ||
+        (a->opts != Py_None && !PyBytes_Check(a->opts)) ||
         (a->read_prefs != Py_None && !PyBytes_Check(a->read_prefs))) {
-        PyErr_SetString(PyExc_TypeError, "submit(): db: str, coll: str|None, cmd: bytes, "
+        PyErr_SetString(PyExc_TypeError, "submit(): db: str, coll: str|None, "
                                          "opts: bytes|None, read_preference: bytes|None");
         return -1;
     }
@@ -229,6 +230,97 @@ submit_parse(PyObject *const *args, Py_ssize_t nargs, SubmitArgs *a)
     a->db_utf8 = PyUnicode_AsUTF8(a->db);
     a->coll_utf8 = a->coll != Py_None ? PyUnicode_AsUTF8(a->coll) : NULL;
     return !a->db_utf8 || (a->coll != Py_None && !a->coll_utf8) ? -1 : 0;
+}
+
+/* ---- encoding at submit: Python objects straight into the job's buffer (codec.h) --------- */
+
+static int
+raise_too_large(AmongoState *st, size_t size)
+{
+    PyErr_Format(st->exc_DocumentTooLarge,
+                 "BSON document too large (%zu bytes) - the connected server supports BSON document "
+                 "sizes up to %d bytes.",
+                 size, AMONGO_MAX_BSON_SIZE);
+    return -1;
+}
+
+/* One document to insert, as PyMongo's insert_one/insert_many check and complete it: a mapping
+ * (TypeError otherwise), given an ObjectId _id when it has none (in the caller's own document, as
+ * PyMongo does; a RawBSONDocument is sent as it is), encoded _id first, at most the server's size. */
+static int
+encode_insert_document(AmongoState *st, PyObject *doc, PyObject *codec, AmongoBuffer *out)
+{
+    int raw = 0;
+    if (!PyDict_Check(doc)) {
+        PyObject *marker = PyObject_GetAttr(doc, st->codec_s_type_marker);
+        if (marker) {
+            raw = PyLong_Check(marker) && PyLong_AsLong(marker) == 101;
+            Py_DECREF(marker);
+        } else {
+            PyErr_Clear();
+        }
+        int mutable_mapping = raw ? 1 : PyObject_IsInstance(doc, st->abc_MutableMapping);
+        if (mutable_mapping < 0)
+            return -1;
+        if (!mutable_mapping) {
+            PyErr_SetString(PyExc_TypeError,
+                            "document must be an instance of dict, bson.son.SON, "
+                            "bson.raw_bson.RawBSONDocument, or a type that inherits from "
+                            "collections.MutableMapping");
+            return -1;
+        }
+    }
+    if (!raw) {
+        int has = PyDict_Check(doc) ? PyDict_Contains(doc, st->codec_s_id)
+                                    : PySequence_Contains(doc, st->codec_s_id);
+        if (has < 0)
+            return -1;
+        if (!has) {
+            PyObject *oid = PyObject_CallNoArgs(st->codec_ObjectId);
+            int rc = oid ? PyObject_SetItem(doc, st->codec_s_id, oid) : -1;
+            Py_XDECREF(oid);
+            if (rc < 0)
+                return -1;
+        }
+    }
+    size_t before = out->len;
+    if (amongo_encode_document(st, doc, codec, AMONGO_ENCODE_ID_FIRST, out) < 0)
+        return -1;
+    if (out->len - before > AMONGO_MAX_BSON_SIZE) {
+        size_t size = out->len - before;
+        out->len = before;
+        return raise_too_large(st, size);
+    }
+    return 0;
+}
+
+/* job->cmd from submit's `cmd`: bytes as they are (borrowed), or encoded here into the job's own
+ * buffer: a sequence of documents for OP_INSERT (end to end), else one command or operation
+ * document, refused when larger than the server takes (PyMongo's allowance for commands). */
+static int
+job_set_cmd(AmongoState *st, AmongoJob *job, PyObject *cmd, PyObject *codec)
+{
+    if (PyBytes_Check(cmd)) {
+        job->cmd = (const uint8_t *)PyBytes_AS_STRING(cmd);
+        job->cmd_len = (size_t)PyBytes_GET_SIZE(cmd);
+        return 0;
+    }
+    PyObject *options = codec != Py_None ? codec : NULL;
+    if (job->op == AMONGO_OP_INSERT && (PyList_Check(cmd) || PyTuple_Check(cmd))) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(cmd);
+        PyObject **items = PySequence_Fast_ITEMS(cmd);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (encode_insert_document(st, items[i], options, &job->encoded) < 0)
+                return -1;
+    } else {
+        if (amongo_encode_document(st, cmd, options, AMONGO_ENCODE_ID_FIRST, &job->encoded) < 0)
+            return -1;
+        if (job->encoded.len > AMONGO_MAX_BSON_SIZE + AMONGO_COMMAND_OVERHEAD)
+            return raise_too_large(st, job->encoded.len);
+    }
+    job->cmd = job->encoded.data;
+    job->cmd_len = job->encoded.len;
+    return 0;
 }
 
 /* A job for `a`, resolving `future` on queue `q`: inputs borrowed from the argument objects, which
@@ -253,7 +345,10 @@ client_job_new(AmongoClient *self, const SubmitArgs *a, AmongoQueue *q, PyObject
     }
     job->db = a->db_utf8;
     job->coll = a->coll_utf8;
-    job->cmd = bytes_or_null(a->cmd, &job->cmd_len);
+    if (job_set_cmd(client_state(self), job, a->cmd, a->codec) < 0) {
+        amongo_job_free(job);
+        return NULL;
+    }
     job->opts = bytes_or_null(a->opts, &job->opts_len);
     job->read_prefs = bytes_or_null(a->read_prefs, &job->read_prefs_len);
     job->future = Py_NewRef(future);

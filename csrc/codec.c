@@ -230,6 +230,7 @@ amongo_codec_init(PyObject *module, AmongoState *st)
         load(&st->codec_UUID, "uuid", "UUID") < 0 ||
         load(&st->codec_utc, "bson.tz_util", "utc") < 0 ||
         load(&st->codec_Mapping, "collections.abc", "Mapping") < 0 ||
+        load(&st->abc_MutableMapping, "collections.abc", "MutableMapping") < 0 ||
         load(&st->codec_Pattern, "re", "Pattern") < 0 ||
         load(&st->codec_CodecOptions, "bson.codec_options", "CodecOptions") < 0 ||
         load(&st->codec_dict_to_bson, "bson", "_dict_to_bson") < 0 ||

@@ -7,14 +7,6 @@
 
 #include "asyncmongo.h"
 
-/* A growable byte buffer owned by the caller. Encoded documents are appended at len; several can be
- * appended end to end (insert_many sends them concatenated). data is malloc'd: the owner may free it
- * on any thread, without the GIL. A zeroed struct is a valid empty buffer. */
-typedef struct AmongoBuffer {
-    uint8_t *data;
-    size_t len, cap;
-} AmongoBuffer;
-
 void amongo_buffer_init(AmongoBuffer *b);
 void amongo_buffer_free(AmongoBuffer *b); /* no GIL needed; leaves an empty buffer */
 int amongo_buffer_reserve(AmongoBuffer *b, size_t extra); /* 0, or -1 with MemoryError */

@@ -2,6 +2,7 @@
  * Users catch the classes they catch with PyMongo, built with PyMongo's constructor arguments
  * (message, code, details), so that `details`, `code` and error labels read the same. */
 #include "asyncmongo.h"
+#include "codec.h"
 
 #include <string.h>
 
@@ -157,13 +158,7 @@ amongo_error_from_job(AmongoState *st, const AmongoJob *job)
     PyObject *cls = class_for_error(st, &job->error, timed_out, &server_style);
     PyObject *details = NULL;
     if (server_style && job->has_reply && !bson_empty(&job->reply)) {
-        PyObject *view = PyMemoryView_FromMemory((char *)bson_get_data(&job->reply),
-                                                 job->reply.len, PyBUF_READ);
-        if (!view)
-            return NULL;
-        details = PyObject_CallFunctionObjArgs(st->bson_to_dict, view, st->default_codec_options,
-                                               NULL);
-        Py_DECREF(view);
+        details = amongo_decode_document(st, bson_get_data(&job->reply), job->reply.len, NULL);
         if (!details)
             return NULL;
     }

@@ -1,10 +1,11 @@
 /* jobs.c: the life of one operation: run on a worker (no GIL), then complete on the loop thread.
  * amongo_job_run_nogil hands the job to the runner of its kind (commands.c, bulk.c, sessions.c),
  * which calls libmongoc and leaves plain C results in the job; none touches a PyObject.
- * amongo_job_complete decodes the reply with PyMongo's bson (over a memoryview: no copy), builds
+ * amongo_job_complete decodes the reply with the core's codec (codec.h: in place, no copy), builds
  * the result or the exception and resolves the future; references are dropped on the loop thread
  * only. */
 #include "asyncmongo.h"
+#include "codec.h"
 
 AmongoJob *
 amongo_job_new(void)
@@ -26,6 +27,7 @@ amongo_job_free(AmongoJob *job)
         atomic_fetch_sub_explicit(&amongo_counters.replies_live, 1, memory_order_relaxed);
     }
     bson_free(job->batch);
+    amongo_buffer_free(&job->encoded);
     if (job->out_session) /* opened but never handed to a cursor (e.g. it was cancelled) */
         amongo_session_free(job->out_session);
     Py_XDECREF(job->session_obj);
@@ -105,30 +107,19 @@ amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
 
 /* ---- loop side (GIL held) ---------------------------------------------------------------- */
 
-/* NEW: decode one BSON document of `len` bytes at `data` with `codec_options`. */
+/* NEW: one BSON document of `len` bytes at `data`, by the core's codec (codec.h), which reads it
+ * in place. */
 static PyObject *
 decode_doc(AmongoState *st, const uint8_t *data, size_t len, PyObject *codec_options)
 {
-    PyObject *view = PyMemoryView_FromMemory((char *)data, (Py_ssize_t)len, PyBUF_READ);
-    if (!view)
-        return NULL;
-    PyObject *doc = PyObject_CallFunctionObjArgs(st->bson_to_dict, view, codec_options, NULL);
-    Py_DECREF(view);
-    return doc;
+    return amongo_decode_document(st, data, len, codec_options);
 }
 
-/* NEW: decode concatenated documents into a list with one call. */
+/* NEW: concatenated documents into a list, in one call. */
 static PyObject *
 decode_batch(AmongoState *st, const uint8_t *data, size_t len, PyObject *codec_options)
 {
-    if (!len)
-        return PyList_New(0);
-    PyObject *view = PyMemoryView_FromMemory((char *)data, (Py_ssize_t)len, PyBUF_READ);
-    if (!view)
-        return NULL;
-    PyObject *docs = PyObject_CallFunctionObjArgs(st->decode_all, view, codec_options, NULL);
-    Py_DECREF(view);
-    return docs;
+    return len ? amongo_decode_documents(st, data, len, codec_options) : PyList_New(0);
 }
 
 /* NEW: the value at dotted `path` of the reply, decoded with default options, or None. */
