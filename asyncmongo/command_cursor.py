@@ -205,7 +205,7 @@ class AsyncCommandCursor:
 
 
 def getmore_command(cursor_id: int, coll_name: str, batch_size: int | None,
-                    max_time_ms: int | None, comment: Any) -> bytes:
+                    max_time_ms: int | None, comment: Any) -> dict[str, Any]:
     """A getMore, with PyMongo's optional fields."""
     cmd: dict[str, Any] = {"getMore": Int64(cursor_id), "collection": coll_name}
     if batch_size:
@@ -214,11 +214,11 @@ def getmore_command(cursor_id: int, coll_name: str, batch_size: int | None,
         cmd["maxTimeMS"] = max_time_ms
     if comment is not None:
         cmd["comment"] = comment
-    return _encode(cmd)
+    return cmd  # encoded by the core into the job (client.c)
 
 
 async def run_getmore(core: Any, user_session: Any, capsule: Any, result_kind: int, db_name: str,
-                      cmd: bytes, codec_options: CodecOptions, server_id: int) -> Any:
+                      cmd: Any, codec_options: CodecOptions, server_id: int) -> Any:
     """One getMore job on the cursor's server: in the user's explicit session if the cursor was
     opened in one, else in the cursor's own session (``capsule``)."""
     if user_session is not None:

@@ -447,7 +447,7 @@ class AsyncCursor:
         self._check_min_max()
         coll = self._collection
         client = coll.database.client
-        cmd = _check_size(_encode(self._find_command(), False, self._codec_options))
+        cmd = self._find_command()  # encoded by the core into the job, size checked (client.c)
         try:
             first = await run_in_session(
                 client._core, self._session, _core.OP_READ, _core.RES_CURSOR, self._dbname, None,
