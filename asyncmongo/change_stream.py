@@ -63,6 +63,7 @@ class _StreamCursor(AsyncCommandCursor):
     postBatchResumeToken. Never resurrected: once killed, a stream opens a new one."""
 
     _result_kind = _core.RES_STREAM
+    _fetch_ahead_ok = False  # a change stream's getMore waits on the server for changes
 
     def __init__(self, stream: "AsyncChangeStream", first: Any) -> None:
         super().__init__(stream._client, stream._db_name, first, stream._job_codec_options,

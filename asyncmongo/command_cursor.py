@@ -38,6 +38,9 @@ class AsyncCommandCursor:
 
     # What the getMore jobs return (a change stream's cursor asks for its resume tokens too).
     _result_kind = _core.RES_CURSOR
+    # Whether the next batch is fetched while the application consumes this one (not for cursors
+    # whose getMore waits on the server: tailable awaitData cursors and change streams).
+    _fetch_ahead_ok = True
 
     def __init__(
         self,
@@ -49,6 +52,8 @@ class AsyncCommandCursor:
         max_await_time_ms: int | None = None,
         comment: Any = None,
         session: Any = None,
+        *,
+        fetch_ahead: bool = True,
     ) -> None:
         # `first`: the _core.CursorBatch of the command that opened the cursor.
         self._client = client
@@ -69,6 +74,13 @@ class AsyncCommandCursor:
         self._comment = comment
         self._data: deque[Any] = deque(first.documents)
         self._killed = first.cursor_id == 0
+        # The getMore fetching the next batch ahead (a core future), or None; at most one.
+        self._ahead: Any = None
+        # Who starts fetching ahead: this cursor after each batch, or (False) the cursor wrapping
+        # it (AsyncCursor, which knows how many documents its limit leaves).
+        self._auto_ahead = fetch_ahead
+        if fetch_ahead:
+            self._fetch_ahead(batch_size)
 
     # ---- properties ------------------------------------------------------------------------
 
@@ -96,15 +108,48 @@ class AsyncCommandCursor:
     # ---- fetching --------------------------------------------------------------------------
 
     async def _get_more(self) -> None:
-        """One job: the next batch from the cursor's server, decoded in one call."""
-        cmd = getmore_command(self._id, self._coll_name, self._batch_size, self._max_await_time_ms,
-                              self._comment)
-        # A failed or cancelled fetch changes nothing here: the cursor stays closable.
-        batch = await run_getmore(
-            self._core, self._user_session, self._session, self._result_kind, self._db_name, cmd,
-            self._codec_options, self._server_id,
-        )
+        """The next batch from the cursor's server, decoded in one call: the one fetched ahead,
+        else one getMore job now. A failed or cancelled fetch changes nothing here: the cursor stays
+        closable."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            batch = await execute(self._core, ahead, self._session)
+        else:
+            cmd = getmore_command(self._id, self._coll_name, self._batch_size,
+                                  self._max_await_time_ms, self._comment)
+            batch = await run_getmore(
+                self._core, self._user_session, self._session, self._result_kind, self._db_name,
+                cmd, self._codec_options, self._server_id,
+            )
         self._on_batch(batch)
+        if self._auto_ahead:
+            self._fetch_ahead(self._batch_size)
+
+    def _fetch_ahead(self, batch_size: int | None) -> None:
+        """Start the next getMore now (``batch_size`` documents, None or 0 for the server's
+        default), so that the server's and the network's time overlap the application's: one batch
+        ahead at most. Not in an explicit session of the user's (its operations run one at a time,
+        and the user's next one would find it busy)."""
+        if (self._ahead is not None or self._killed or not self._id or not self._fetch_ahead_ok
+                or self._user_session is not None or self._core is None or self._core.closed):
+            return
+        cmd = getmore_command(self._id, self._coll_name, batch_size, self._max_await_time_ms,
+                              self._comment)
+        try:
+            self._ahead = self._core.submit(_core.OP_READ, self._result_kind, self._db_name, None,
+                                            cmd, None, self._codec_options, 0, self._server_id,
+                                            self._session)
+        except (InvalidOperation, RuntimeError):
+            self._ahead = None  # the client closed, or no loop runs: fetched when needed
+
+    def _drop_ahead(self) -> None:
+        """Forget the batch fetched ahead: unqueued if it has not started, else its result is
+        dropped when it arrives (retrieved, so that no error of it is reported as lost)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        self._core.cancel(ahead, self._session)
+        ahead.add_done_callback(_retrieve)
 
     def _on_batch(self, batch: Any) -> None:
         if not self._killed:  # a close() that ran meanwhile stays closed
@@ -158,8 +203,10 @@ class AsyncCommandCursor:
 
     def _kill_request(self) -> Any:
         """Send killCursors without waiting (fire and forget: the job never raises), if needed.
-        In the cursor's session, so it runs after a getMore still in flight there. Returns the
-        job's future, or None when nothing needs to be (or can be) sent."""
+        In the cursor's session, so it runs after a getMore still in flight there (one fetched
+        ahead included). Returns the job's future, or None when nothing needs to be (or can be)
+        sent."""
+        self._drop_ahead()
         if self._killed or not self._id:
             self._killed = True
             return None
@@ -202,6 +249,11 @@ class AsyncCommandCursor:
             self._kill_request()
         except Exception:
             pass  # no running loop or a closed client: the server times the cursor out
+
+
+def _retrieve(future: Any) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def getmore_command(cursor_id: int, coll_name: str, batch_size: int | None,

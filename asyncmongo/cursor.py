@@ -464,25 +464,36 @@ class AsyncCursor:
             first = _core.CursorBatch((first.cursor_id, f"{self._dbname}.{self._collname}")
                                       + tuple(first)[2:])
         inner = AsyncCommandCursor(client, self._dbname, first, self._codec_options, None,
-                                   self._max_await_time_ms, self._comment, self._session)
+                                   self._max_await_time_ms, self._comment, self._session,
+                                   fetch_ahead=False)
         self._inner = inner
         self._data = inner._data
         self._address = client.address
         self._after_batch(len(inner._data))
         if self._limit and self._id and self._limit <= self._retrieved:
             await self._die()
+        else:
+            self._fetch_ahead()
 
-    async def _send_get_more(self) -> None:
-        """One getMore job, asking no more than the limit leaves."""
-        inner = self._inner
-        assert inner is not None
+    def _get_more_size(self) -> int:
+        """How many documents the next getMore asks for: no more than the limit leaves."""
         if self._limit:
             n = abs(self._limit) - self._retrieved
-            if self._batch_size:
-                n = min(n, self._batch_size)
-        else:
-            n = self._batch_size
-        inner._batch_size = n
+            return min(n, self._batch_size) if self._batch_size else n
+        return self._batch_size
+
+    def _fetch_ahead(self) -> None:
+        """Start the next getMore while the application reads this batch (not for tailable
+        cursors: their getMore waits on the server for new documents)."""
+        if self._inner is not None and self._id and not (
+                self._query_flags & _QUERY_OPTIONS["tailable_cursor"]):
+            self._inner._fetch_ahead(self._get_more_size())
+
+    async def _send_get_more(self) -> None:
+        """One getMore job (or the one fetched ahead), asking no more than the limit leaves."""
+        inner = self._inner
+        assert inner is not None
+        inner._batch_size = self._get_more_size()
         inner._max_await_time_ms = self._max_await_time_ms
         try:
             await inner._get_more()
@@ -509,6 +520,8 @@ class AsyncCursor:
         self._after_batch(len(inner._data))
         if self._limit and self._id and self._limit <= self._retrieved:
             await self._die()
+        else:
+            self._fetch_ahead()
 
     def _after_batch(self, count: int) -> None:
         inner = self._inner
