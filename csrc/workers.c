@@ -167,6 +167,7 @@ static void *
 worker_main_nogil(void *arg)
 {
     AmongoPool *pool = arg;
+    pthread_setname_np(pthread_self(), "asyncmongo-io"); /* as top, ps and profilers show it */
     AmongoWorkerCtx *ctx = worker_ctx_take_nogil(pool);
     mongoc_client_t *client = ctx ? ctx->client : NULL;
     current_ctx = ctx;
@@ -271,6 +272,7 @@ static void *
 spawner_main_nogil(void *arg)
 {
     AmongoPool *pool = arg;
+    pthread_setname_np(pthread_self(), "asyncmongo-grow");
     pthread_mutex_lock(&pool->mu);
     while (!pool->stopping) {
         if (!pool->armed) {
