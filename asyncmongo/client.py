@@ -321,6 +321,27 @@ class AsyncMongoClient:
         hosts = [f"{h}:{p}" for h, p in self._opts.nodes] if hasattr(self, "_opts") else []
         return f"AsyncMongoClient(host={hosts!r})"
 
+    # ---- live statistics ---------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """What the client is doing now, from counters the core keeps anyway (cheap enough to call
+        every second, e.g. from a metrics exporter: see examples/prometheus_stats.py):
+
+        - ``submitted``, ``completed``, ``failed``, ``cancelled``: operations (core jobs: a cursor's
+          each batch is one) submitted, and how each ended: with a result, with an exception, or
+          cancelled (taken out unsent, its result dropped, or its event loop closed first). Once
+          the client is idle, ``completed + failed + cancelled == submitted``.
+        - ``queued``: waiting for a worker thread; ``running``: on a worker now.
+        - ``workers``, ``workers_busy``, ``max_workers``: native worker threads alive, running a job,
+          and the limit (maxPoolSize).
+        - ``sessions``: sessions holding a libmongoc client (explicit ones and open cursors').
+        - ``loops``: one dict per event loop using the client: ``wakeup`` ("eventfd" or
+          "threadsafe"), ``in_flight`` (jobs that will complete on it), ``completions``,
+          ``wakeups``, ``drains``; and their sums ``wakeups`` and ``drains``: completions per
+          drain above 1 show several completions handled per wake-up of the loop.
+        """
+        return self._core.stats()
+
     # ---- internals -------------------------------------------------------------------------
 
     def __iter__(self):

@@ -542,7 +542,7 @@ class TornadoMongoClient(_Wrapper):
         "list_databases", "server_info", "watch",
     )
     _cursor_methods = ("list_databases", "watch")
-    _sync_methods = ("get_database", "get_default_database", "start_session")
+    _sync_methods = ("get_database", "get_default_database", "start_session", "stats")
     _properties = (
         "address", "codec_options", "options", "read_concern", "read_preference", "write_concern",
     )

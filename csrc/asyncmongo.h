@@ -102,6 +102,16 @@ typedef struct AmongoBuffer {
 typedef struct AmongoQueue AmongoQueue;
 typedef struct AmongoPool AmongoPool;
 
+/* A client's outcome counts (its stats()): written on loop threads with the GIL held, which is
+ * what orders them. Every submitted job ends in exactly one of the three others. */
+typedef struct AmongoStats {
+    int64_t submitted;
+    int64_t completed;  /* resolved with a result */
+    int64_t failed;     /* resolved with an exception */
+    int64_t cancelled;  /* its future was cancelled (taken out unsent, or its result dropped), or
+                         * its loop closed before it could be resolved */
+} AmongoStats;
+
 /* What a worker thread works with: a libmongoc client of the pool, and the session in which the
  * core numbers retryable writes under a deadline (AMONGO_FLAG_TXN_NUMBER, commands.c). A worker
  * that exits leaves its context with the pool for the next worker, and it goes back to libmongoc
@@ -185,6 +195,7 @@ typedef struct AmongoJob {
     PyObject *db_obj, *coll_obj, *cmd_obj, *opts_obj, *read_prefs_obj;
     PyObject *codec_options;
     PyObject *owner;        /* the AmongoClient: keeps the pool alive while the job exists */
+    AmongoStats *stats;     /* the owner's counts, or NULL (internal jobs) */
     PyObject *apm_sink;     /* callable(events) for command monitoring, or NULL */
     AmongoQueue *queue;     /* completion queue of the future's loop */
     PyObject *session_obj;  /* capsule of the cursor's session (getMore, killCursors), or NULL */
@@ -289,6 +300,7 @@ void amongo_pool_free(AmongoPool *pool);
 int amongo_pool_workers(AmongoPool *pool);
 int amongo_pool_queued(AmongoPool *pool);
 int amongo_pool_sessions(AmongoPool *pool);
+void amongo_pool_activity(AmongoPool *pool, int *busy, long *running); /* workers on a job */
 void amongo_pool_session_opened(AmongoPool *pool);
 void amongo_pool_session_closed(AmongoPool *pool);
 
@@ -323,6 +335,7 @@ void amongo_queue_retain(AmongoQueue *q);   /* loop thread: a job takes a refere
 void amongo_queue_release(AmongoQueue *q);  /* loop thread: the job drops it */
 int amongo_queues_sweep(PyObject *queues, bool all); /* drop queues of closed loops (or all) */
 void amongo_queues_forget(PyObject *queues); /* a client's finalizer: drop them all, never raises */
+PyObject *amongo_queues_stats(PyObject *queues); /* NEW list of one dict per loop's queue */
 
 /* client.c */
 int amongo_client_init_type(PyObject *module, AmongoState *st);

@@ -22,6 +22,7 @@ typedef struct {
     int max_workers;
     int32_t socket_timeout_ms;
     long fork_generation;
+    AmongoStats stats;   /* the outcome counts of the jobs submitted through it (stats()) */
     PyObject *weakreflist;
 } AmongoClient;
 
@@ -359,6 +360,7 @@ client_job_new(AmongoClient *self, const SubmitArgs *a, AmongoQueue *q, PyObject
     job->read_prefs_obj = Py_NewRef(a->read_prefs);
     job->codec_options = a->codec != Py_None ? Py_NewRef(a->codec) : NULL;
     job->owner = Py_NewRef(self);
+    job->stats = &self->stats;
     if (self->apm_sink) {
         job->apm_sink = Py_NewRef(self->apm_sink);
         job->flags |= AMONGO_FLAG_APM;
@@ -402,6 +404,7 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     atomic_fetch_add_explicit(&amongo_counters.jobs_submitted, 1, memory_order_relaxed);
+    self->stats.submitted++;
     amongo_log_maybe_flush(st);
     return future;
 }
@@ -433,6 +436,7 @@ client_cancel(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (!job)
         Py_RETURN_FALSE;
+    self->stats.cancelled++;
     atomic_fetch_add_explicit(&amongo_counters.jobs_cancelled, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&amongo_counters.jobs_completed, 1, memory_order_relaxed);
     amongo_job_free(job);
@@ -569,15 +573,35 @@ client_abandon(AmongoClient *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* stats() -> dict: what the client is doing, from counters it keeps anyway: cheap enough to call
+ * every second (a few locks held for a few instructions each). */
 static PyObject *
 client_stats(AmongoClient *self, PyObject *Py_UNUSED(ignored))
 {
-    int workers = self->pool && !client_forked(self) ? amongo_pool_workers(self->pool) : 0;
-    int queued = self->pool && !client_forked(self) ? amongo_pool_queued(self->pool) : 0;
-    int sessions = self->pool && !client_forked(self) ? amongo_pool_sessions(self->pool) : 0;
-    return Py_BuildValue("{s:i,s:i,s:n,s:i,s:i}", "workers", workers, "queued", queued, "loops",
-                         PyDict_GET_SIZE(self->queues), "max_workers", self->max_workers,
-                         "cursor_sessions", sessions);
+    int workers = 0, queued = 0, sessions = 0, busy = 0;
+    long running = 0;
+    if (self->pool && !client_forked(self)) {
+        workers = amongo_pool_workers(self->pool);
+        queued = amongo_pool_queued(self->pool);
+        sessions = amongo_pool_sessions(self->pool);
+        amongo_pool_activity(self->pool, &busy, &running);
+    }
+    PyObject *loops = self->queues ? amongo_queues_stats(self->queues) : PyList_New(0);
+    if (!loops)
+        return NULL;
+    long long wakeups = 0, drains = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(loops); i++) {
+        PyObject *d = PyList_GET_ITEM(loops, i);
+        wakeups += PyLong_AsLongLong(PyDict_GetItemString(d, "wakeups"));
+        drains += PyLong_AsLongLong(PyDict_GetItemString(d, "drains"));
+    }
+    const AmongoStats *c = &self->stats;
+    return Py_BuildValue("{s:L,s:i,s:l,s:L,s:L,s:L,s:i,s:i,s:i,s:i,s:N,s:L,s:L}",
+                         "submitted", (long long)c->submitted, "queued", queued, "running", running,
+                         "completed", (long long)c->completed, "failed", (long long)c->failed,
+                         "cancelled", (long long)c->cancelled, "workers", workers, "workers_busy",
+                         busy, "max_workers", self->max_workers, "sessions", sessions, "loops",
+                         loops, "wakeups", wakeups, "drains", drains);
 }
 
 static PyObject *

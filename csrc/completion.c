@@ -21,6 +21,9 @@ struct AmongoQueue {
     bool reader_added;
     bool detached;          /* its client forgot it while jobs were in flight */
     long jobs;              /* jobs holding a reference to this queue (loop thread only) */
+    long wakeups;           /* wake-ups sent (under mu) */
+    long drains;            /* drains run (loop thread) */
+    long completions;       /* jobs handed over (under mu) */
     PyObject *loop;
     PyObject *create_future; /* bound loop.create_future, looked up once */
     PyObject *call_soon_threadsafe;
@@ -38,6 +41,7 @@ static int queue_loop_closed(AmongoQueue *q);
 static void
 queue_append_locked(AmongoQueue *q, AmongoJob *job)
 {
+    q->completions++;
     job->next = NULL;
     if (q->tail)
         q->tail->next = job;
@@ -59,6 +63,7 @@ queue_push_eventfd_nogil(AmongoQueue *q, AmongoJob *job)
         uint64_t one = 1;
         ssize_t n = write(q->efd, &one, sizeof one);
         (void)n;
+        q->wakeups++;
         atomic_fetch_add_explicit(&amongo_counters.wakeups, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&q->mu);
@@ -83,6 +88,7 @@ queue_push_threadsafe_gil(AmongoQueue *q, AmongoJob *job)
     queue_append_locked(q, job);
     bool wake = !q->wake_pending;
     q->wake_pending = true;
+    q->wakeups += wake;
     pthread_mutex_unlock(&q->mu);
     if (!wake)
         return;
@@ -165,6 +171,7 @@ queue_drain(AmongoQueue *q, PyObject *Py_UNUSED(ignored))
     q->head = q->tail = NULL;
     q->wake_pending = false;
     pthread_mutex_unlock(&q->mu);
+    q->drains++;
     atomic_fetch_add_explicit(&amongo_counters.drains, 1, memory_order_relaxed);
     if (!st || !st->str_done) {
         /* The module was torn down (interpreter exit): nobody can use a result any more. */
@@ -344,6 +351,7 @@ amongo_queue_get(AmongoState *st, PyObject *queues, int mode)
     q->reader_added = false;
     q->detached = false;
     q->jobs = 0;
+    q->wakeups = q->drains = q->completions = 0;
     q->loop = loop; /* the reference from CallNoArgs */
     q->create_future = NULL;
     q->call_soon_threadsafe = NULL;
@@ -420,6 +428,29 @@ amongo_queues_forget(PyObject *queues)
     if (!amongo_exiting() && amongo_queues_sweep(queues, true) < 0)
         PyErr_Clear();
     PyDict_Clear(queues);
+}
+
+/* NEW: [{"loop", "wakeup", "in_flight", "completions", "wakeups", "drains"}, ...], one per loop. */
+PyObject *
+amongo_queues_stats(PyObject *queues)
+{
+    PyObject *list = PyList_New(0);
+    Py_ssize_t pos = 0;
+    PyObject *loop, *value;
+    while (list && PyDict_Next(queues, &pos, &loop, &value)) {
+        AmongoQueue *q = (AmongoQueue *)value;
+        pthread_mutex_lock(&q->mu);
+        long wakeups = q->wakeups, completions = q->completions;
+        pthread_mutex_unlock(&q->mu);
+        PyObject *d = Py_BuildValue("{s:O,s:s,s:l,s:l,s:l,s:l}", "loop", loop, "wakeup",
+                                    q->mode == AMONGO_WAKE_EVENTFD ? "eventfd" : "threadsafe",
+                                    "in_flight", q->jobs, "completions", completions, "wakeups",
+                                    wakeups, "drains", q->drains);
+        if (!d || PyList_Append(list, d) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(d);
+    }
+    return list;
 }
 
 static int

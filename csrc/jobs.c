@@ -311,15 +311,22 @@ amongo_job_complete(AmongoState *st, AmongoJob *job)
     int is_done = done ? PyObject_IsTrue(done) : -1;
     Py_XDECREF(done);
     if (is_done < 0) {
+        if (job->stats)
+            job->stats->failed++;
         PyErr_WriteUnraisable(job->future);
         return;
     }
     /* Listeners hear about the commands before the caller hears the outcome, as with PyMongo. */
     if (job->events && amongo_apm_deliver(st, job) < 0)
         PyErr_WriteUnraisable(job->future);
-    if (is_done) /* cancelled while it ran: the result is dropped */
+    if (is_done) { /* cancelled while it ran: the result is dropped */
+        if (job->stats)
+            job->stats->cancelled++;
         return;
+    }
     if (job->flags & AMONGO_FLAG_QUIET) {
+        if (job->stats)
+            job->stats->completed++;
         future_resolve(st, job->future, Py_None, false);
         return;
     }
@@ -338,10 +345,14 @@ amongo_job_complete(AmongoState *st, AmongoJob *job)
         value = fetch_exception_value();
         is_exception = true;
         if (!value) {
+            if (job->stats)
+                job->stats->failed++;
             PyErr_WriteUnraisable(job->future);
             return;
         }
     }
+    if (job->stats)
+        (is_exception ? &job->stats->failed : &job->stats->completed)[0]++;
     future_resolve(st, job->future, value, is_exception);
     Py_DECREF(value);
 }
@@ -349,6 +360,7 @@ amongo_job_complete(AmongoState *st, AmongoJob *job)
 void
 amongo_job_discard(AmongoJob *job)
 {
-    (void)job;
+    if (job->stats)
+        job->stats->cancelled++;
     atomic_fetch_add_explicit(&amongo_counters.jobs_completed, 1, memory_order_relaxed);
 }

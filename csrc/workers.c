@@ -44,6 +44,7 @@ struct AmongoPool {
     bool stopping;
     AmongoJob *barrier;      /* finished by the last worker to exit after stop */
     AmongoWorkerCtx *idle_ctx; /* contexts of exited workers, for the next ones (asyncmongo.h) */
+    atomic_long running;     /* jobs a worker is running now (stats; no lock) */
     int max_workers;
     mongoc_client_pool_t *mpool;
 };
@@ -148,11 +149,13 @@ worker_run_nogil(AmongoPool *pool, AmongoJob *job, mongoc_client_t *client)
 {
     bool run = true;
     while (job) {
+        atomic_fetch_add_explicit(&pool->running, 1, memory_order_relaxed);
         if (!run)
             amongo_job_set_closed(job);
         else if (!amongo_job_expired(job)) /* a job whose deadline passed in the queue: unsent */
             amongo_job_run_nogil(job, client);
         AmongoJob *next = job->session ? amongo_session_turn_done(job->session) : NULL;
+        atomic_fetch_sub_explicit(&pool->running, 1, memory_order_relaxed);
         amongo_queue_push_from_worker(job->queue, job);
         if (next) {
             pthread_mutex_lock(&pool->mu);
@@ -511,6 +514,15 @@ amongo_pool_sessions(AmongoPool *pool)
     int n = pool->sessions;
     pthread_mutex_unlock(&pool->mu);
     return n;
+}
+
+void
+amongo_pool_activity(AmongoPool *pool, int *busy, long *running)
+{
+    pthread_mutex_lock(&pool->mu);
+    *busy = pool->workers - pool->waiting - pool->starting;
+    pthread_mutex_unlock(&pool->mu);
+    *running = atomic_load_explicit(&pool->running, memory_order_relaxed);
 }
 
 void

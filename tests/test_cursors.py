@@ -575,4 +575,10 @@ async def test_commands_sent_are_pymongos(make_client, sync_client, db_name, ser
         expected = [d for _, d in zip(range(take or 10**6), pm_cursor)]
         pm_cursor.close()
     assert got == expected
-    assert ours.sent == theirs.sent
+    sent = ours.sent
+    if take is not None and len(sent) == len(theirs.sent) + 1:
+        # Closed early: the batch fetched ahead (a getMore PyMongo never sends) may have gone out
+        # before the killCursors, which still follows it.
+        assert sent[-2]["getMore"] == "ID" and "killCursors" in sent[-1]
+        sent = sent[:-2] + sent[-1:]
+    assert sent == theirs.sent

@@ -318,7 +318,7 @@ async def test_one_client_on_three_loops_at_once(make_client, db_name, sync_clie
             docs = await asyncio.gather(*[coll.find_one({"_id": k}) for k in keys])
             assert docs == [{"_id": k, "tag": tag} for k in keys]
             ok += len(docs)
-            max_loops = max(max_loops, client._core.stats()["loops"])
+            max_loops = max(max_loops, len(client._core.stats()["loops"]))
         return ok
 
     def in_thread(tag: str) -> int:
@@ -362,7 +362,7 @@ async def test_close_while_another_threads_loop_keeps_running(server, make_clien
         for _ in range(3):
             assert await on_other(coll.find_one({"_id": 1})) == {"_id": 1, "name": "one"}
         assert await coll.find_one({"_id": 1}) == {"_id": 1, "name": "one"}
-        assert client._core.stats()["loops"] == 2
+        assert len(client._core.stats()["loops"]) == 2
         # Closed from this loop while the other loop is alive and idle.
         await client.close()
         with pytest.raises(InvalidOperation):
