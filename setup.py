@@ -38,8 +38,18 @@ def pkg_config(*args):
     return out.split()
 
 
+def check_version():
+    # --modversion fails, with pkg-config's own message, when a package is missing;
+    # --atleast-version only answers by its exit status.
+    versions = pkg_config("--modversion")
+    ok = subprocess.run(["pkg-config", f"--atleast-version={MIN_VERSION}", *PACKAGES]).returncode == 0
+    if not ok:
+        found = ", ".join(f"{p} {v}" for p, v in zip(PACKAGES, versions))
+        sys.exit(f"error: pkg-config found {found}; {MIN_VERSION} or newer is needed.\n{APT_HINT}")
+
+
 def flags():
-    pkg_config("--print-errors", f"--atleast-version={MIN_VERSION}")
+    check_version()
     cflags = pkg_config("--cflags")
     libs = pkg_config("--libs")
     include_dirs = [f[2:] for f in cflags if f.startswith("-I")]

