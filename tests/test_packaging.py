@@ -61,7 +61,7 @@ def test_declared_metadata():
         project = tomllib.load(f)["project"]
     assert project["name"] == "asyncmongo-driver"
     assert project["requires-python"] == ">=3.10"
-    assert project["dependencies"] == ["pymongo>=4.9,<5"]
+    assert project["dependencies"] == ["pymongo>=4.14,<5"]
     extras = project["optional-dependencies"]
     assert extras["tornado"] == ["tornado>=6.4"]
     assert "SecantusDB==0.7.0b3" in extras["testing"]
