@@ -19,6 +19,10 @@ LAZY_IMPORTS = {
     # GridFSHandler needs tornado.web, which an asyncio-only user of asyncmongo.tornado's clients
     # need not import.
     ("asyncmongo.tornado", "asyncmongo._tornado_gridfs"),
+    # The pytest plugin is loaded by every pytest run where the package is installed: it loads the
+    # C core and the server code only when a test uses its fixtures.
+    ("asyncmongo.testing.plugin", "asyncmongo.AsyncMongoClient"),
+    ("asyncmongo.testing.plugin", "asyncmongo.testing._server"),
 }
 
 PROTOCOL = re.compile(r"^(OP|RES|BULK|FLAG)_[A-Z_]+$")

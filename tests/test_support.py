@@ -1,4 +1,4 @@
-"""Tests for the test-support helpers themselves (tests/servers.py, tests/proxy.py).
+"""Tests for the test-support helpers themselves (asyncmongo.testing._server, tests/proxy.py).
 
 They use pymongo's sync client only, so a failure here points at the
 scaffolding, not at the asyncmongo driver the rest of the suite exercises.
@@ -16,7 +16,7 @@ import pytest
 from pymongo import WriteConcern
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 
-from tests import servers
+from asyncmongo.testing import _server as servers
 from tests.proxy import DelayProxy
 from tests.servers import ExternalServer, ServerProcess, server_from_env
 

@@ -585,7 +585,10 @@ async def test_find_one_and_refused_before_sending(coll, twin):
     for exc, name, args, kwargs in bad:
         with nothing_submitted(), pytest.raises(exc):
             await getattr(coll, name)(*args, **kwargs)
-        with pytest.raises(exc):
+        # PyMongo is the witness; for a return_document that is not a bool, PyMongo 4.18 (the last
+        # for Python 3.10) raised ValueError, 4.20 raises TypeError, as asyncmongo does.
+        witness = (exc, ValueError) if "return_document" in kwargs else exc
+        with pytest.raises(witness):
             getattr(twin.b, name)(*args, **kwargs)
 
 
