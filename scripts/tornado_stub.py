@@ -289,6 +289,7 @@ class TornadoMongoClient(_Wrapper):
     @@get_database -> TornadoDatabase
     @@get_default_database -> TornadoDatabase
     @@start_session -> TornadoClientSession
+    @@stats -> dict[str, Any]
     @property
     def codec_options(self) -> CodecOptions[Any]: ...
     @property

@@ -23,6 +23,9 @@ from bson.son import SON
 from asyncmongo import _core
 from tests.bson_same import assert_same, assert_same_outcome, outcome
 
+# The codec and the spec corpora do not depend on the loop or the wake-up path.
+pytestmark = pytest.mark.modes_inside
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CORPUS = pathlib.Path(
     os.environ.get("ASYNCMONGO_BSON_CORPUS", ROOT.parent / "shared" / "data" / "bson-corpus")

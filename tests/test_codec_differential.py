@@ -37,6 +37,9 @@ from hypothesis import strategies as st
 from asyncmongo import _core
 from tests.bson_same import assert_same, assert_same_outcome, outcome
 
+# The codec and the spec corpora do not depend on the loop or the wake-up path.
+pytestmark = pytest.mark.modes_inside
+
 settings.register_profile(
     "codec",
     max_examples=250,
