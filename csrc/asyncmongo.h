@@ -102,6 +102,13 @@ typedef struct AmongoBuffer {
 typedef struct AmongoQueue AmongoQueue;
 typedef struct AmongoPool AmongoPool;
 
+/* A FIFO of jobs linked through their ->next: the pool's run queue, a session's waiting jobs, a
+ * loop's completions. Whoever owns one says which mutex guards it; its helpers (after AmongoJob)
+ * take none. A zeroed one is empty. */
+typedef struct AmongoJobList {
+    struct AmongoJob *head, *tail;
+} AmongoJobList;
+
 /* A client's outcome counts (its stats()): written on loop threads with the GIL held, which is
  * what orders them. Every submitted job ends in exactly one of the three others. */
 typedef struct AmongoStats {
@@ -136,8 +143,8 @@ typedef struct AmongoWorkerCtx {
  * worker that finishes a job runs the next (sessions.c). A cancelled job still queued is taken
  * out and never sent; a running one finishes before the next starts. */
 typedef struct AmongoSession {
-    pthread_mutex_t mu;          /* protects waiting_head/tail and busy (held briefly, GIL-free) */
-    struct AmongoJob *waiting_head, *waiting_tail; /* jobs waiting their turn, in order */
+    pthread_mutex_t mu;          /* protects waiting and busy (held briefly, GIL-free) */
+    AmongoJobList waiting;       /* jobs waiting their turn, in submission order */
     bool busy;                   /* a job of the session is in the pool's queue or running */
     mongoc_client_t *client;     /* NULL once released back to the pool */
     mongoc_client_session_t *cs;
@@ -217,6 +224,62 @@ typedef struct AmongoJob {
     AmongoEvent *events, *events_tail; /* AMONGO_FLAG_APM: recorded in order */
     AmongoSession *out_session;  /* a cursor opened (AMONGO_FLAG_PIN): its session */
 } AmongoJob;
+
+/* The FIFO of jobs (AmongoJobList, above), linked through ->next. */
+static inline void
+amongo_jobs_append(AmongoJobList *l, AmongoJob *job)
+{
+    job->next = NULL;
+    if (l->tail)
+        l->tail->next = job;
+    else
+        l->head = job;
+    l->tail = job;
+}
+
+/* The first job, taken out, or NULL. */
+static inline AmongoJob *
+amongo_jobs_pop(AmongoJobList *l)
+{
+    AmongoJob *job = l->head;
+    if (job) {
+        l->head = job->next;
+        if (!l->head)
+            l->tail = NULL;
+        job->next = NULL;
+    }
+    return job;
+}
+
+/* The job of `future` (or the job `job_wanted`, when future is NULL), taken out, or NULL. */
+static inline AmongoJob *
+amongo_jobs_take(AmongoJobList *l, const PyObject *future, const AmongoJob *job_wanted)
+{
+    AmongoJob *prev = NULL, *job = l->head;
+    while (job && (future ? job->future != future : job != job_wanted)) {
+        prev = job;
+        job = job->next;
+    }
+    if (job) {
+        if (prev)
+            prev->next = job->next;
+        else
+            l->head = job->next;
+        if (l->tail == job)
+            l->tail = prev;
+        job->next = NULL;
+    }
+    return job;
+}
+
+/* Everything, taken out (a list through ->next). */
+static inline AmongoJob *
+amongo_jobs_take_all(AmongoJobList *l)
+{
+    AmongoJob *all = l->head;
+    l->head = l->tail = NULL;
+    return all;
+}
 
 /* Module state: everything the module holds, listed once in AMONGO_STATE_OBJECTS so that traverse
  * and clear cannot drift apart. */

@@ -13,8 +13,8 @@
 
 struct AmongoQueue {
     PyObject_HEAD
-    pthread_mutex_t mu;     /* protects head, tail, wake_pending; never held while taking the GIL */
-    AmongoJob *head, *tail;
+    pthread_mutex_t mu;     /* protects done, wake_pending and the counts; never held while taking the GIL */
+    AmongoJobList done;     /* completions not yet drained */
     bool wake_pending;      /* a wake-up is on its way: the next drain will see every queued job */
     int mode;
     int efd;                /* AMONGO_WAKE_EVENTFD only; open as long as the queue object lives */
@@ -42,12 +42,7 @@ static void
 queue_append_locked(AmongoQueue *q, AmongoJob *job)
 {
     q->completions++;
-    job->next = NULL;
-    if (q->tail)
-        q->tail->next = job;
-    else
-        q->head = job;
-    q->tail = job;
+    amongo_jobs_append(&q->done, job);
 }
 
 /* Eventfd mode, any thread, GIL not needed: append and wake the loop if no wake-up is pending.
@@ -167,8 +162,7 @@ queue_drain(AmongoQueue *q, PyObject *Py_UNUSED(ignored))
         (void)n;
     }
     pthread_mutex_lock(&q->mu);
-    AmongoJob *job = q->head;
-    q->head = q->tail = NULL;
+    AmongoJob *job = amongo_jobs_take_all(&q->done);
     q->wake_pending = false;
     pthread_mutex_unlock(&q->mu);
     q->drains++;
@@ -213,8 +207,7 @@ static void
 queue_discard_all(AmongoQueue *q)
 {
     pthread_mutex_lock(&q->mu);
-    AmongoJob *job = q->head;
-    q->head = q->tail = NULL;
+    AmongoJob *job = amongo_jobs_take_all(&q->done);
     pthread_mutex_unlock(&q->mu);
     queue_discard_list(q, job);
 }
@@ -344,7 +337,7 @@ amongo_queue_get(AmongoState *st, PyObject *queues, int mode)
         return NULL;
     }
     pthread_mutex_init(&q->mu, NULL);
-    q->head = q->tail = NULL;
+    q->done.head = q->done.tail = NULL;
     q->wake_pending = false;
     q->mode = mode;
     q->efd = -1;

@@ -27,7 +27,7 @@ struct AmongoPool {
     pthread_cond_t work_cv;  /* a job was queued, or the pool is stopping */
     pthread_cond_t exit_cv;  /* a worker exited */
     pthread_cond_t spawn_cv; /* the spawner has a job to watch, or the pool is stopping */
-    AmongoJob *head, *tail;  /* run queue, FIFO */
+    AmongoJobList run;       /* the run queue */
     int queued;
     int workers;             /* threads that will still take jobs (spawn decisions) */
     int alive;               /* threads that still hold a libmongoc client (shutdown waits on it) */
@@ -128,12 +128,8 @@ amongo_pool_free(AmongoPool *pool)
 static AmongoJob *
 pool_pop_locked(AmongoPool *pool)
 {
-    AmongoJob *job = pool->head;
+    AmongoJob *job = amongo_jobs_pop(&pool->run);
     if (job) {
-        pool->head = job->next;
-        if (!pool->head)
-            pool->tail = NULL;
-        job->next = NULL;
         pool->queued--;
         pool->taken++;
     }
@@ -190,7 +186,7 @@ worker_main_nogil(void *arg)
             pool->waiting++;
             int rc = pthread_cond_timedwait(&pool->work_cv, &pool->mu, &deadline);
             pool->waiting--;
-            if (rc == ETIMEDOUT && !pool->head)
+            if (rc == ETIMEDOUT && !pool->run.head)
                 break;
         }
         if (!job) {
@@ -285,7 +281,7 @@ spawner_main_nogil(void *arg)
                 break;
             continue;
         }
-        AmongoJob *head = pool->head;
+        AmongoJob *head = pool->run.head;
         int backlog = pool->queued - pool->waiting - pool->starting;
         if (!head || backlog <= 0 || pool->workers >= pool->max_workers) {
             pool->armed = false;
@@ -369,12 +365,7 @@ amongo_pool_submit(AmongoPool *pool, AmongoJob *job)
         pthread_mutex_unlock(&pool->mu);
         return -1;
     }
-    job->next = NULL;
-    if (pool->tail)
-        pool->tail->next = job;
-    else
-        pool->head = job;
-    pool->tail = job;
+    amongo_jobs_append(&pool->run, job);
     pool->queued++;
     job->queued_at_us = bson_get_monotonic_time();
     /* Every thread busy (none waiting or about to look): start one now while there are few, else
@@ -417,15 +408,7 @@ amongo_pool_submit(AmongoPool *pool, AmongoJob *job)
         pool->starting--;
         if (pool->workers == 0) {
             /* No thread will ever run it: take it back (it is still queued, nobody could pop it). */
-            AmongoJob **link = &pool->head, *prev = NULL;
-            while (*link && *link != job) {
-                prev = *link;
-                link = &(*link)->next;
-            }
-            if (*link) {
-                *link = job->next;
-                if (pool->tail == job)
-                    pool->tail = prev;
+            if (amongo_jobs_take(&pool->run, NULL, job)) {
                 pool->queued--;
                 pthread_mutex_unlock(&pool->mu);
                 return -2;
@@ -441,21 +424,9 @@ AmongoJob *
 amongo_pool_take_queued(AmongoPool *pool, PyObject *future)
 {
     pthread_mutex_lock(&pool->mu);
-    AmongoJob *prev = NULL, *job = pool->head;
-    while (job && job->future != future) {
-        prev = job;
-        job = job->next;
-    }
-    if (job) {
-        if (prev)
-            prev->next = job->next;
-        else
-            pool->head = job->next;
-        if (pool->tail == job)
-            pool->tail = prev;
-        job->next = NULL;
+    AmongoJob *job = amongo_jobs_take(&pool->run, future, NULL);
+    if (job)
         pool->queued--;
-    }
     pthread_mutex_unlock(&pool->mu);
     return job;
 }
@@ -468,8 +439,7 @@ amongo_pool_stop(AmongoPool *pool, AmongoJob *barrier, bool *barrier_queued)
 {
     pthread_mutex_lock(&pool->mu);
     pool->stopping = true;
-    AmongoJob *queued = pool->head;
-    pool->head = pool->tail = NULL;
+    AmongoJob *queued = amongo_jobs_take_all(&pool->run);
     pool->queued = 0;
     *barrier_queued = barrier && pool->alive > 0;
     if (*barrier_queued)
