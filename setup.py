@@ -57,7 +57,7 @@ def flags():
 
 SOURCES = [
     "module.c", "client.c", "completion.c", "jobs.c", "commands.c", "bulk.c", "sessions.c",
-    "workers.c", "errors.c", "log.c", "apm.c",
+    "workers.c", "errors.c", "log.c", "apm.c", "topology.c", "sdam.c",
 ]
 
 setup(

@@ -19,7 +19,7 @@ from pymongo.read_preferences import ReadPreference, make_read_preference, read_
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo.monitoring import command_listeners
+from asyncmongo.monitoring import listeners
 
 DEFAULT_MAX_POOL_SIZE = 100
 # PyMongo's maxPoolSize=0 means "no limit"; threads are not free, so "no limit" is this many workers.
@@ -181,10 +181,11 @@ class ClientOptions:
         for key in ("username", "password"):
             if key in options:
                 setattr(self, key, options.pop(key))
-        # Validated above by PyMongo's rules (a list or tuple of listeners); command listeners are
-        # served by the core's APM hook, any other kind is refused in command_listeners().
-        self.command_listeners = command_listeners(options.pop("event_listeners", None))
-        self.event_listeners = list(self.command_listeners)
+        # Validated above by PyMongo's rules (a list or tuple of listeners): command listeners are
+        # served by the core's command APM hook, server/heartbeat/topology ones by its SDAM hook.
+        self.listeners = listeners(options.pop("event_listeners", None))
+        self.command_listeners = self.listeners.command
+        self.event_listeners = self.listeners.all
         unsupported = sorted(k for k in options if k not in _URI_OPTIONS)
         if unsupported:
             raise ConfigurationError(

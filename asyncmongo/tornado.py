@@ -79,6 +79,7 @@ class _Wrapper:
     _cursor_methods: tuple[str, ...] = ()
     _sync_methods: tuple[str, ...] = ()
     _properties: tuple[str, ...] = ()
+    _awaitable_properties: tuple[str, ...] = ()
 
     _delegate: Any
     _client: "TornadoMongoClient"
@@ -96,6 +97,9 @@ class _Wrapper:
         for name in cls._properties:
             if name not in own:
                 setattr(cls, name, _property(target, name))
+        for name in cls._awaitable_properties:
+            if name not in own:
+                setattr(cls, name, _awaitable_property(target, name))
         if target is not object:
             _WRAPPER_FOR[target] = cls
 
@@ -203,6 +207,17 @@ def _property(target: type, name: str) -> property:
     return property(get, doc=_tornado_names(getattr(impl, "__doc__", None) or "") or None)
 
 
+def _awaitable_property(target: type, name: str) -> property:
+    # PyMongo's awaitable properties (an async def under @property): a future on the caller's loop.
+    impl = inspect.getattr_static(target, name)
+
+    def get(self: _Wrapper) -> "asyncio.Future[Any]":
+        return self._client._loop_for_call().create_task(getattr(self._delegate, name))
+
+    doc = _tornado_names(getattr(impl, "__doc__", None) or "")
+    return property(get, doc=(doc + "\n\nA future on the caller's loop.") if doc else None)
+
+
 # ---- cursors ---------------------------------------------------------------------------------
 
 
@@ -292,7 +307,7 @@ class TornadoCommandCursor(_CursorBase):
     _delegate_class = AsyncCommandCursor
     _async_methods = ("close", "next", "to_list", "try_next")
     _sync_methods = ("batch_size",)
-    _properties = ("address", "alive", "cursor_id")
+    _properties = ("address", "alive", "cursor_id", "session")
 
 
 class TornadoChangeStream(_Wrapper):
@@ -385,8 +400,10 @@ class TornadoClientSession(_Wrapper):
         "abort_transaction", "commit_transaction", "end_session", "start_transaction",
         "with_transaction",
     )
+    _sync_methods = ("advance_cluster_time", "advance_operation_time", "bind")
     _properties = (
-        "client", "has_ended", "in_transaction", "options",
+        "client", "cluster_time", "has_ended", "in_transaction", "operation_time", "options",
+        "session_id",
     )
 
     def with_transaction(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -423,9 +440,13 @@ class TornadoCollection(_Wrapper):
         "estimated_document_count", "find_one", "find_one_and_delete", "find_one_and_replace",
         "find_one_and_update", "index_information", "insert_many", "insert_one", "list_indexes",
         "options", "rename", "replace_one", "update_many", "update_one", "watch",
+        "aggregate_raw_batches", "create_search_index", "create_search_indexes",
+        "drop_search_index", "list_search_indexes", "update_search_index",
     )
-    _cursor_methods = ("aggregate", "list_indexes", "watch")
-    _sync_methods = ("find", "with_options")
+    _cursor_methods = (
+        "aggregate", "aggregate_raw_batches", "list_indexes", "list_search_indexes", "watch",
+    )
+    _sync_methods = ("find", "find_raw_batches", "with_options")
     _properties = (
         "codec_options", "database", "full_name", "name", "read_concern", "read_preference",
         "write_concern",
@@ -463,6 +484,11 @@ class TornadoCollection(_Wrapper):
     def __iter__(self) -> Any:
         raise TypeError("'TornadoCollection' object is not iterable")
 
+    def next(self) -> Any:
+        raise TypeError("'TornadoCollection' object is not iterable")
+
+    __next__ = next
+
     def __repr__(self) -> str:
         return _tornado_names(repr(self._delegate))
 
@@ -474,9 +500,9 @@ class TornadoDatabase(_Wrapper):
     _delegate_class = AsyncDatabase
     _async_methods = (
         "aggregate", "command", "create_collection", "drop_collection", "list_collection_names",
-        "list_collections", "watch",
+        "list_collections", "watch", "cursor_command", "dereference", "validate_collection",
     )
-    _cursor_methods = ("aggregate", "list_collections", "watch")
+    _cursor_methods = ("aggregate", "cursor_command", "list_collections", "watch")
     _sync_methods = ("get_collection", "with_options")
     _properties = (
         "client", "codec_options", "name", "read_concern", "read_preference", "write_concern",
@@ -511,6 +537,11 @@ class TornadoDatabase(_Wrapper):
     def __iter__(self) -> Any:
         raise TypeError("'TornadoDatabase' object is not iterable")
 
+    def next(self) -> Any:
+        raise TypeError("'TornadoDatabase' object is not iterable")
+
+    __next__ = next
+
     def __repr__(self) -> str:
         return _tornado_names(repr(self._delegate))
 
@@ -538,13 +569,19 @@ class TornadoMongoClient(_Wrapper):
 
     _delegate_class = AsyncMongoClient
     _async_methods = (
-        "aconnect", "bulk_write", "close", "drop_database", "list_database_names",
+        "aclose", "aconnect", "bulk_write", "close", "drop_database", "list_database_names",
         "list_databases", "server_info", "watch",
     )
     _cursor_methods = ("list_databases", "watch")
-    _sync_methods = ("get_database", "get_default_database", "start_session")
+    _sync_methods = (
+        "append_metadata", "eq_props", "get_database", "get_default_database", "start_session",
+    )
     _properties = (
-        "address", "codec_options", "options", "read_concern", "read_preference", "write_concern",
+        "codec_options", "nodes", "options", "read_concern", "read_preference",
+        "topology_description", "write_concern",
+    )
+    _awaitable_properties = (
+        "address", "arbiters", "is_mongos", "is_primary", "primary", "secondaries",
     )
 
     HOST = AsyncMongoClient.HOST
@@ -619,6 +656,11 @@ class TornadoMongoClient(_Wrapper):
 
     def __iter__(self) -> Any:
         raise TypeError("'TornadoMongoClient' object is not iterable")
+
+    def next(self) -> Any:
+        raise TypeError("'TornadoMongoClient' object is not iterable")
+
+    __next__ = next
 
     def __repr__(self) -> str:
         return _tornado_names(repr(self._delegate))

@@ -20,6 +20,7 @@ import threading
 import warnings
 
 import pytest
+from pymongo import monitoring
 
 from asyncmongo import AsyncMongoClient, _core
 from asyncmongo.gridfs import AsyncGridFSBucket
@@ -45,10 +46,18 @@ _LOOP_CYCLE_SCRIPT = textwrap.dedent(
             return IOLoop(make_current=False).asyncio_loop
         return asyncio.new_event_loop()
 
+    from pymongo import monitoring
+
+    class Heartbeats(monitoring.ServerHeartbeatListener):
+        def started(self, event): pass
+        def succeeded(self, event): pass
+        def failed(self, event): pass
+
     for i in range(12):
         loop = new_loop()
         async def main():
-            client = AsyncMongoClient(os.environ["MONGODB_URI"], wakeup=os.environ["WAKEUP"])
+            client = AsyncMongoClient(os.environ["MONGODB_URI"], wakeup=os.environ["WAKEUP"],
+                                      heartbeatFrequencyMS=500, event_listeners=[Heartbeats()])
             loop.app_client = client  # loop -> client -> core -> queues -> loop
             cursor = client.gc_cycles.items.find(batch_size=2)
             await cursor.to_list(3)
@@ -82,6 +91,15 @@ def test_client_collected_in_a_cycle_with_its_loop(server, sync_client, loop_kin
     assert proc.stdout.strip() == "unraisable: []", proc.stdout
 
 
+class _SdamListener(monitoring.ServerListener, monitoring.ServerHeartbeatListener):
+    def opened(self, event): ...
+    def closed(self, event): ...
+    def description_changed(self, event): ...
+    def started(self, event): ...
+    def succeeded(self, event): ...
+    def failed(self, event): ...
+
+
 class Node:
     """An object that references itself, and whatever asyncmongo object it is given."""
 
@@ -95,7 +113,11 @@ async def _make_garbage(uri: str, db: str) -> None:
     streams and GridFS streams, each left unclosed inside a self-referencing object with the
     running loop, and drop them."""
     loop = asyncio.get_running_loop()
-    client = AsyncMongoClient(uri, serverSelectionTimeoutMS=10000)
+    # SDAM listeners holding the client: client -> core -> carrier -> publisher -> listener -> client.
+    listener = _SdamListener()
+    client = AsyncMongoClient(uri, serverSelectionTimeoutMS=10000, heartbeatFrequencyMS=500,
+                              event_listeners=[listener])
+    listener.client = client
     coll = client[db].items
     cursor = coll.find(batch_size=3)
     await cursor.next()
