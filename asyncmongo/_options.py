@@ -184,6 +184,8 @@ class ClientOptions:
         # Validated above by PyMongo's rules (a list or tuple of listeners): command listeners are
         # served by the core's command APM hook, server/heartbeat/topology ones by its SDAM hook.
         self.listeners = listeners(options.pop("event_listeners", None))
+        # Driver metadata a library appended (AsyncMongoClient.append_metadata): kept, not sent.
+        self.driver_info: list[Any] = []
         self.command_listeners = self.listeners.command
         self.event_listeners = self.listeners.all
         unsupported = sorted(k for k in options if k not in _URI_OPTIONS)

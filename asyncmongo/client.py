@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from pymongo.client_session import SessionOptions
+from pymongo.driver_info import DriverInfo
 from pymongo.errors import ConfigurationError, InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.server_description import ServerDescription
@@ -205,15 +206,17 @@ class AsyncMongoClient:
             options.get("srvservicename", "mongodb"),
         )
 
-    def append_metadata(self, driver_info: Any) -> None:
-        """Not supported (deliberately absent): libmongoc 1.23 freezes the handshake metadata when
-        the process's first client is made (mongoc_handshake_data_append), so nothing appended
-        later could reach the server."""
-        raise NotImplementedError(
-            "AsyncMongoClient.append_metadata is not supported by asyncmongo: libmongoc "
-            f"{_core.MONGOC_VERSION} fixes the handshake metadata when the first client of the "
-            "process is created"
-        )
+    def append_metadata(self, driver_info: DriverInfo) -> None:
+        """Record a library's driver metadata (PyMongo's ``append_metadata``; Beanie calls it): it
+        is checked as PyMongo checks it and kept in ``options.driver_info``. It does not reach the
+        server: libmongoc 1.23 fixes the handshake metadata when the process's first client is
+        made (mongoc_handshake_data_append must come before it), so new connections keep saying
+        what they said (see README, "Moving from PyMongo Async")."""
+        if not isinstance(driver_info, DriverInfo):
+            raise TypeError(
+                f"driver_info must be an instance of DriverInfo, not {type(driver_info)}"
+            )
+        self._opts.driver_info.append(driver_info)
 
     # ---- databases -------------------------------------------------------------------------
 
@@ -408,12 +411,8 @@ class AsyncMongoClient:
         if core is None or self._closed:
             return
         self._closed = True
-        barrier = core.close()
-        if barrier is None:
-            self._finish_close()
-            return
-        self._close_barrier = barrier
-        barrier.add_done_callback(self._finish_close)
+        core.close(False)  # no barrier: nothing may be left for a loop that could close first
+        self._finish_close()
 
     def _finish_close(self, _barrier: Any = None) -> None:
         core = self._core

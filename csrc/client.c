@@ -418,13 +418,17 @@ client_destroy_pool(AmongoClient *self)
     }
 }
 
-/* close() -> Future | None: stop taking jobs and fail the queued ones. The future resolves once
- * every worker has finished its running job and exited; then call destroy(). Without a running
- * loop, close synchronously and return None. */
+/* close(wait=True) -> Future | None: stop taking jobs and fail the queued ones. The future resolves
+ * once every worker has finished its running job and exited; then call destroy(). Without a
+ * running loop, or with wait false (Motor's synchronous close), close at once and return None: a
+ * detached thread releases the pool once the workers are gone. */
 static PyObject *
-client_close(AmongoClient *self, PyObject *Py_UNUSED(ignored))
+client_close(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
 {
     AmongoState *st = client_state(self);
+    int wait = nargs > 0 ? PyObject_IsTrue(args[0]) : 1;
+    if (wait < 0)
+        return NULL;
     if (self->state != CLIENT_OPEN || !self->pool)
         Py_RETURN_NONE;
     if (client_forked(self)) {
@@ -435,7 +439,7 @@ client_close(AmongoClient *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     self->state = CLIENT_CLOSING;
-    AmongoQueue *q = amongo_queue_get(st, self->queues, self->wake_mode);
+    AmongoQueue *q = wait ? amongo_queue_get(st, self->queues, self->wake_mode) : NULL;
     AmongoJob *barrier = NULL;
     PyObject *future = NULL;
     if (q) {
@@ -654,7 +658,8 @@ static PyMethodDef client_methods[] = {
      "read_preference=None)"},
     {"cancel", (PyCFunction)(void (*)(void))client_cancel, METH_FASTCALL,
      "cancel(future, session=None) -> bool: unqueue a job not yet run"},
-    {"close", (PyCFunction)client_close, METH_NOARGS, "close() -> Future | None"},
+    {"close", (PyCFunction)(void (*)(void))client_close, METH_FASTCALL,
+     "close(wait=True) -> Future | None"},
     {"destroy", (PyCFunction)client_destroy, METH_NOARGS, "destroy(): release the pool after close"},
     {"abandon", (PyCFunction)client_abandon, METH_NOARGS, "abandon(): stop at interpreter exit"},
     {"stats", (PyCFunction)client_stats, METH_NOARGS, "stats() -> dict"},

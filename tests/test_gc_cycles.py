@@ -24,6 +24,7 @@ from pymongo import monitoring
 
 from asyncmongo import AsyncMongoClient, _core
 from asyncmongo.gridfs import AsyncGridFSBucket
+from asyncmongo.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorGridFSBucket
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRASH_MARKS = ("Fatal Python error", "Segmentation fault", "AddressSanitizer", "runtime error:")
@@ -132,8 +133,22 @@ async def _make_garbage(uri: str, db: str) -> None:
     bucket = AsyncGridFSBucket(client[db])
     upload = bucket.open_upload_stream("g", chunk_size_bytes=256)
     await upload.write(b"y" * 1000)
+    # Motor's shapes: a latent cursor half read, a session in a transaction, a GridFS download.
+    mclient = AsyncIOMotorClient(uri, serverSelectionTimeoutMS=10000)
+    mcoll = mclient[db].items
+    latent = mcoll.aggregate([{"$match": {}}], batchSize=2)
+    await latent.next()
+    msession = await mclient.start_session()
+    async with msession.start_transaction():
+        await mcoll.insert_one({"mtxn": 1}, session=msession)
+    await msession.start_transaction().__aenter__()
+    mbucket = AsyncIOMotorGridFSBucket(mclient[db])
+    file_id = await mbucket.upload_from_stream("m", b"z" * 600)
+    download = await mbucket.open_download_stream(file_id)
+    await download.read(10)
     Node(loop=loop, client=client, cursor=cursor, agg=agg, session=session,
-         plain_session=plain_session, stream=stream, upload=upload, coll=coll)
+         plain_session=plain_session, stream=stream, upload=upload, coll=coll, mclient=mclient,
+         latent=latent, msession=msession, download=download)
     # Each object also in a cycle of its own with the client.
     for obj in (cursor, agg, session, stream, upload):
         Node(obj=obj, client=client)

@@ -86,10 +86,13 @@ async def open_everything(client, delegate) -> None:
     holder.stream = stream
 
     session = client.start_session()
-    if RUNNER == "tornado":
+    if RUNNER in ("tornado", "motor"):
         session = await session
     holder.session = session
-    await session.start_transaction()
+    if RUNNER == "motor":  # Motor's start_transaction is synchronous
+        await session.start_transaction().__aenter__()
+    else:
+        await session.start_transaction()
     await coll.insert_one({"in": "transaction"}, session=session)
 
     bucket = AsyncGridFSBucket(delegate.exit_app)
@@ -124,6 +127,14 @@ async def main_asyncio() -> None:
     await end()
 
 
+async def main_motor() -> None:
+    from asyncmongo.motor_asyncio import AsyncIOMotorClient
+
+    client = AsyncIOMotorClient(URI, **sdam_listener())
+    await open_everything(client, client.delegate)
+    await end()
+
+
 async def main_tornado() -> None:
     from asyncmongo.tornado import TornadoMongoClient
 
@@ -141,6 +152,8 @@ def run() -> None:
         import uvloop
 
         uvloop.run(main_asyncio())
+    elif RUNNER == "motor":
+        asyncio.run(main_motor())
     else:
         asyncio.run(main_asyncio())
 
