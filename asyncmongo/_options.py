@@ -35,7 +35,8 @@ _URI_OPTIONS = {
     "connecttimeoutms": ("connectTimeoutMS", _SECONDS_AS_MS),
     "sockettimeoutms": ("socketTimeoutMS", _SECONDS_AS_MS),
     "heartbeatfrequencyms": ("heartbeatFrequencyMS", _SECONDS_AS_MS),
-    "localthresholdms": ("localThresholdMS", _SECONDS_AS_MS),
+    # PyMongo validates this one in milliseconds (the others of its kind into seconds).
+    "localthresholdms": ("localThresholdMS", "ms"),
     "maxidletimems": ("maxIdleTimeMS", _SECONDS_AS_MS),
     "waitqueuetimeoutms": ("waitQueueTimeoutMS", _SECONDS_AS_MS),
     "serverselectiontryonce": ("serverSelectionTryOnce", "bool"),
@@ -85,6 +86,8 @@ def _render(kind: str, value: Any) -> list[str]:
     if kind == _SECONDS_AS_MS:
         # PyMongo validates milliseconds into seconds; None/0 mean "no timeout" (0 for libmongoc).
         return [str(0 if not value else round(value * 1000))]
+    if kind == "ms":
+        return [str(round(value))]
     if kind == "bool":
         return ["true" if value else "false"]
     if kind == "list":

@@ -229,3 +229,14 @@ async def test_events_after_close_are_not_delivered(make_client):
     n = len(rec.events)
     await asyncio.sleep(1.2)
     assert len(rec.events) == n
+
+
+async def test_latency_window_reaches_libmongoc_in_milliseconds():
+    # PyMongo validates localThresholdMS in milliseconds, unlike the other *MS options (seconds).
+    client = AsyncMongoClient("mongodb://localhost", localThresholdMS=20, heartbeatFrequencyMS=600,
+                              connect=False)
+    assert "localThresholdMS=20&" in client.options.mongoc_uri + "&"
+    assert "heartbeatFrequencyMS=600" in client.options.mongoc_uri
+    settings = client.topology_description._topology_settings
+    assert settings.local_threshold_ms == 20 and settings.heartbeat_frequency == 0.6
+    await client.close()
