@@ -95,6 +95,25 @@ client_open_pool(AmongoState *st, const char *uri_string, int max_workers, bool 
     return mpool;
 }
 
+/* A new client's start: discovery now if `connect` (the first pop starts libmongoc's topology
+ * monitor in the background, as PyMongo's connect=True does; it does no I/O on this thread), and
+ * SDAM events armed for the running loop, if any (else for the loop of the first operation). */
+static int
+client_start(AmongoClient *self, AmongoState *st, int connect)
+{
+    if (connect) {
+        mongoc_client_t *c = mongoc_client_pool_pop(self->mpool);
+        mongoc_client_pool_push(self->mpool, c);
+        self->monitoring = true;
+    }
+    AmongoQueue *q = self->sdam_sink ? amongo_queue_get(st, self->queues, self->wake_mode) : NULL;
+    if (!q) {
+        PyErr_Clear();
+        return 0;
+    }
+    return client_arm_sdam(self, q);
+}
+
 static PyObject *
 client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -161,18 +180,7 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->max_workers = max_workers;
     self->socket_timeout_ms = socket_timeout_ms;
     self->fork_generation = atomic_load(&amongo_fork_generation);
-    if (connect) {
-        /* The first pop starts libmongoc's topology monitor: discovery begins now, in the
-         * background, as PyMongo's connect=True does. It does no I/O on this thread. */
-        mongoc_client_t *c = mongoc_client_pool_pop(mpool);
-        mongoc_client_pool_push(mpool, c);
-        self->monitoring = true;
-    }
-    /* SDAM events go to the running loop, if any, else to the loop of the first operation. */
-    AmongoQueue *q = self->sdam_sink ? amongo_queue_get(st, self->queues, self->wake_mode) : NULL;
-    if (!q)
-        PyErr_Clear();
-    else if (client_arm_sdam(self, q) < 0) {
+    if (client_start(self, st, connect) < 0) {
         Py_DECREF(self);
         return NULL;
     }
