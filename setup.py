@@ -88,7 +88,8 @@ class build_ext_pkgconfig(build_ext):
 
 SOURCES = [
     "module.c", "client.c", "completion.c", "jobs.c", "commands.c", "bulk.c", "sessions.c",
-    "workers.c", "errors.c", "log.c", "apm.c", "codec.c", "decode.c", "encode.c",
+    "workers.c", "errors.c", "log.c", "apm.c", "codec.c", "decode.c", "encode.c", "topology.c",
+    "sdam.c",
 ]
 
 setup(

@@ -23,6 +23,7 @@ from asyncmongo.change_stream import AsyncCollectionChangeStream, open_change_st
 from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo.command_cursor import AsyncCommandCursor
 from asyncmongo.cursor import AsyncCursor
+from asyncmongo.raw_batches import AsyncRawBatchCommandCursor, AsyncRawBatchCursor, raw_codec_options
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
@@ -81,6 +82,11 @@ class _ReadsMixin:
         """
         return AsyncCursor(self, *args, **kwargs)  # type: ignore[arg-type]
 
+    def find_raw_batches(self, *args: Any, **kwargs: Any) -> AsyncRawBatchCursor:
+        """As ``find``, iterating over whole server batches: each item is the ``bytes`` of one
+        batch's BSON documents (``bson.decode_all`` reads them)."""
+        return AsyncRawBatchCursor(self, *args, **kwargs)
+
     # ---- aggregate -------------------------------------------------------------------------
 
     async def aggregate(
@@ -99,6 +105,21 @@ class _ReadsMixin:
         A pipeline ending in ``$out`` or ``$merge`` runs on the primary with the collection's write
         concern.
         """
+        return await self._aggregate(pipeline, session, let, comment, kwargs, AsyncCommandCursor,
+                                     self._codec_options)
+
+    async def aggregate_raw_batches(
+        self, pipeline: list[Mapping[str, Any]], session: Any = None, comment: Any = None,
+        **kwargs: Any,
+    ) -> AsyncRawBatchCommandCursor:
+        """As ``aggregate``, iterating over whole batches: each item is the ``bytes`` of one
+        batch's BSON documents."""
+        return await self._aggregate(pipeline, session, None, comment, kwargs,
+                                     AsyncRawBatchCommandCursor,
+                                     raw_codec_options(self._codec_options))
+
+    async def _aggregate(self, pipeline: Any, session: Any, let: Any, comment: Any,
+                         kwargs: dict[str, Any], cursor_class: type, codec: CodecOptions) -> Any:
         session = check_session(self._client, session)
         if "explain" in kwargs:
             raise ConfigurationError(
@@ -156,12 +177,12 @@ class _ReadsMixin:
         raw = _check_size(_encode(cmd, False, self._codec_options))
         first = await run_in_session(
             self._client._core, session, op, _core.RES_CURSOR, self._db_name, None, raw, opts,
-            self._codec_options, _core.FLAG_PIN, 0, prefs,
+            codec, _core.FLAG_PIN, 0, prefs,
         )
         if not first.namespace:  # a server that names no namespace: the collection's
             first = _core.CursorBatch((first.cursor_id, self._full_name) + tuple(first)[2:])
-        return AsyncCommandCursor(
-            self._client, self._db_name, first, self._codec_options, batch_size or 0,
+        return cursor_class(
+            self._client, self._db_name, first, codec, batch_size or 0,
             max_await_time_ms, kwargs.get("comment"), session,
         )
 

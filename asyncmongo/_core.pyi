@@ -15,6 +15,7 @@ OP_TXN_START: int
 OP_TXN_COMMIT: int
 OP_TXN_ABORT: int
 OP_SESSION_END: int
+OP_SELECT_SERVER: int
 # Result kinds (what the loop thread makes of a finished job).
 RES_DOC: int
 RES_FIRST: int
@@ -24,6 +25,7 @@ RES_BULK: int
 RES_NONE: int
 RES_STREAM: int
 RES_SESSION: int
+RES_SERVER: int
 # The operations of an OP_BULK job: documents {op, d, u, o}.
 BULK_INSERT: int
 BULK_UPDATE_ONE: int
@@ -31,6 +33,16 @@ BULK_UPDATE_MANY: int
 BULK_REPLACE_ONE: int
 BULK_DELETE_ONE: int
 BULK_DELETE_MANY: int
+# SDAM event kinds (the kind of an SdamEvent).
+SDAM_SERVER_OPENING: int
+SDAM_SERVER_CLOSED: int
+SDAM_SERVER_CHANGED: int
+SDAM_TOPOLOGY_OPENING: int
+SDAM_TOPOLOGY_CLOSED: int
+SDAM_TOPOLOGY_CHANGED: int
+SDAM_HEARTBEAT_STARTED: int
+SDAM_HEARTBEAT_SUCCEEDED: int
+SDAM_HEARTBEAT_FAILED: int
 # Job flags.
 FLAG_PIN: int
 FLAG_BYPASS: int
@@ -59,6 +71,49 @@ class CursorBatch(tuple[Any, ...]):
     @property
     def operation_time(self) -> Any: ...
 
+class ServerFacts(tuple[Any, ...]):
+    """One server as libmongoc describes it (csrc/topology.c)."""
+    @property
+    def address(self) -> tuple[str, int]: ...
+    @property
+    def server_id(self) -> int: ...
+    @property
+    def server_type(self) -> str: ...
+    @property
+    def round_trip_time_ms(self) -> int: ...
+    @property
+    def last_update_us(self) -> int: ...
+    @property
+    def hello(self) -> dict[str, Any]: ...
+
+class TopologyFacts(tuple[Any, ...]):
+    """The deployment as libmongoc describes it."""
+    @property
+    def topology_type(self) -> str: ...
+    @property
+    def servers(self) -> tuple[ServerFacts, ...]: ...
+
+class SdamEvent(tuple[Any, ...]):
+    """One SDAM or heartbeat event as libmongoc reported it (csrc/sdam.c)."""
+    @property
+    def kind(self) -> int: ...
+    @property
+    def topology_id(self) -> Any: ...
+    @property
+    def address(self) -> tuple[str, int] | None: ...
+    @property
+    def awaited(self) -> bool: ...
+    @property
+    def duration_us(self) -> int: ...
+    @property
+    def reply(self) -> dict[str, Any] | None: ...
+    @property
+    def error(self) -> BaseException | None: ...
+    @property
+    def previous(self) -> ServerFacts | TopologyFacts | None: ...
+    @property
+    def new(self) -> ServerFacts | TopologyFacts | None: ...
+
 class CompletionQueue:
     mode: str
     loop: asyncio.AbstractEventLoop | None
@@ -74,6 +129,7 @@ class Client:
         wakeup: str = "eventfd",
         connect: bool = True,
         apm_sink: Any = None,
+        sdam_sink: Any = None,
     ) -> None: ...
     def submit(
         self,
@@ -92,11 +148,13 @@ class Client:
         /,
     ) -> asyncio.Future[Any]: ...
     def cancel(self, future: asyncio.Future[Any], session: Any = None, /) -> bool: ...
-    def close(self) -> asyncio.Future[None] | None: ...
+    def close(self, wait: bool = True, /) -> asyncio.Future[None] | None: ...
     def destroy(self) -> None: ...
     def abandon(self) -> None: ...
     def stats(self) -> dict[str, int]: ...
     def queue(self) -> CompletionQueue: ...
+    def topology(self, start: bool = False, /) -> TopologyFacts | None: ...
+    def wait_writable(self, timeout_ms: int, /) -> bool: ...
 
 def debug_counters() -> dict[str, int]: ...
 def flush_logs() -> None: ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
 
 from pymongo.client_session import SessionOptions, TransactionOptions
@@ -34,6 +35,40 @@ if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
 
 _T = TypeVar("_T")
+
+# The session bound by ``async with session.bind():``: operations given no session= use it.
+_BOUND: "ContextVar[AsyncClientSession | None]" = ContextVar("asyncmongo_bound_session",
+                                                             default=None)
+
+
+class _BoundSession:
+    """What ``AsyncClientSession.bind()`` returns: binds the session for the block (this task and
+    the tasks it starts), then ends it if asked."""
+
+    def __init__(self, session: "AsyncClientSession", end_session: bool) -> None:
+        self._session = session
+        self._end_session = end_session
+        self._token: "Token[AsyncClientSession | None] | None" = None
+
+    async def __aenter__(self) -> "AsyncClientSession":
+        self._token = _BOUND.set(self._session)
+        return self._session
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._token is not None:
+            _BOUND.reset(self._token)
+            self._token = None
+        if self._end_session:
+            await self._session.end_session()
+
+
+def _absent(name: str, why: str) -> NotImplementedError:
+    return NotImplementedError(f"AsyncClientSession.{name} is not supported by asyncmongo: {why}")
+
+
+# libmongoc keeps the session's id and clock inside its session object, which only the worker
+# running the session's operation may touch: none is readable from the loop thread.
+_IN_LIBMONGOC = "libmongoc keeps the session's id and cluster/operation times to itself"
 
 # The convenient API's retry budget, as the transactions specification sets it.
 _WITH_TRANSACTION_TIMEOUT = 120.0
@@ -116,6 +151,34 @@ class AsyncClientSession:
     @property
     def in_transaction(self) -> bool:
         return self._state in (_TxnState.STARTING, _TxnState.IN_PROGRESS)
+
+    def bind(self, end_session: bool = True) -> _BoundSession:
+        """``async with session.bind():`` passes this session to every operation of the block
+        that names none (PyMongo's ``bind``); the session ends at the block's end unless
+        ``end_session=False``."""
+        return _BoundSession(self, end_session)
+
+    def __copy__(self) -> "AsyncClientSession":
+        raise TypeError(f"A {self.__class__.__name__} cannot be copied")
+
+    # Deliberately absent (tests/test_api_parity.py): each raises, naming itself.
+    @property
+    def session_id(self) -> Any:
+        raise _absent("session_id", _IN_LIBMONGOC)
+
+    @property
+    def cluster_time(self) -> Any:
+        raise _absent("cluster_time", _IN_LIBMONGOC)
+
+    @property
+    def operation_time(self) -> Any:
+        raise _absent("operation_time", _IN_LIBMONGOC)
+
+    def advance_cluster_time(self, cluster_time: Any) -> None:
+        raise _absent("advance_cluster_time", _IN_LIBMONGOC)
+
+    def advance_operation_time(self, operation_time: Any) -> None:
+        raise _absent("advance_operation_time", _IN_LIBMONGOC)
 
     # ---- life ------------------------------------------------------------------------------
 
@@ -374,9 +437,18 @@ async def run_in_session(core: Any, session: AsyncClientSession | None, op: int,
 
 
 def check_session(client: "AsyncMongoClient", session: Any) -> AsyncClientSession | None:
-    """``session=`` of an operation: None, or a live session of this client."""
+    """``session=`` of an operation: None, or a live session of this client; with none given, the
+    session bound by ``session.bind()``, if any."""
     if session is None:
-        return None
+        bound = _BOUND.get()
+        if bound is None:
+            return None
+        if bound._client is not client:
+            raise InvalidOperation(
+                "Only the client that created the bound session can perform operations within "
+                "its context block."
+            )
+        return bound
     if not isinstance(session, AsyncClientSession):
         raise TypeError(
             f"session must be an instance of asyncmongo.client_session.AsyncClientSession, "

@@ -168,11 +168,13 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
     def __repr__(self) -> str:
         return f"AsyncCollection({self._database!r}, {self._name!r})"
 
-    def __iter__(self):
-        return self
+    # Not iterable (PyMongo's PYTHON-3084): iter() would otherwise make sub-collections 0, 1...
+    __iter__ = None
 
     def __next__(self):
         raise TypeError("'AsyncCollection' object is not iterable")
+
+    next = __next__
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(

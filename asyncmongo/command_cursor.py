@@ -95,7 +95,13 @@ class AsyncCommandCursor:
 
     @property
     def address(self) -> tuple[str, int] | None:
-        return self._client.address
+        """(host, port) of the server the cursor lives on."""
+        return self._client._server_address(self._server_id)
+
+    @property
+    def session(self) -> Any:
+        """The explicit session the cursor runs in, or None."""
+        return self._user_session
 
     def batch_size(self, batch_size: int) -> "AsyncCommandCursor":
         if not isinstance(batch_size, int) or isinstance(batch_size, bool):

@@ -468,7 +468,7 @@ class AsyncCursor:
                                    fetch_ahead=False)
         self._inner = inner
         self._data = inner._data
-        self._address = client.address
+        self._address = client._server_address(first.server_id)
         self._after_batch(len(inner._data))
         if self._limit and self._id and self._limit <= self._retrieved:
             await self._die()
@@ -616,13 +616,17 @@ class AsyncCursor:
     async def rewind(self) -> "AsyncCursor":
         """Close, and reset to the unevaluated state: iterating again runs the query again."""
         await self.close()
+        self._reset()
+        return self
+
+    def _reset(self) -> None:
+        # The unevaluated state (the server cursor, if any, is closed or being killed).
         self._inner = None
         self._data = deque()
         self._id = None
         self._address = None
         self._retrieved = 0
         self._killed = False
-        return self
 
     async def __aenter__(self) -> "AsyncCursor":
         return self

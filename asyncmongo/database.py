@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
+from bson.dbref import DBRef
 from bson.son import SON
 from pymongo import common
 from pymongo.collation import validate_collation_or_none
@@ -14,6 +15,7 @@ from pymongo.errors import (
     InvalidName,
     InvalidOperation,
     OperationFailure,
+    ProtocolError,
 )
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
@@ -393,22 +395,124 @@ class AsyncDatabase:
             read_concern or self._read_concern,
         )
 
+    async def cursor_command(
+        self,
+        command: str | Mapping[str, Any],
+        value: Any = 1,
+        read_preference: Any = None,
+        codec_options: CodecOptions | None = None,
+        session: Any = None,
+        comment: Any = None,
+        max_await_time_ms: int | None = None,
+        **kwargs: Any,
+    ) -> AsyncCommandCursor:
+        """Run a command whose reply is a cursor, and iterate it (PyMongo's ``cursor_command``):
+        the getMores go to the same server, with ``comment`` and ``max_await_time_ms``. Sent as it
+        is, to the primary unless ``read_preference`` says otherwise; InvalidOperation if the reply
+        has no cursor."""
+        session = check_session(self._client, session)
+        if isinstance(command, str):
+            command = SON([(command, value)])
+        elif not isinstance(command, Mapping):
+            raise TypeError(f"command must be an instance of str or a mapping, not {type(command)}")
+        if kwargs:
+            command = SON(command)
+            command.update(kwargs)
+        prefs = None
+        if read_preference is not None:
+            if not isinstance(read_preference, _ServerMode):
+                raise TypeError(f"{read_preference!r} is not valid for read_preference.")
+            if read_preference.mode != 0:
+                prefs = read_prefs(read_preference)
+        codec = codec_options or DEFAULT_CODEC_OPTIONS
+        # Does the reply hold a cursor? Asked of the reply itself: the core's cursor job refuses
+        # one without (as a protocol error), which is PyMongo's InvalidOperation here.
+        try:
+            return await run_cursor_command(
+                self._client, self._name, command, codec, op=_core.OP_COMMAND, read_prefs=prefs,
+                max_await_time_ms=max_await_time_ms, comment=comment, session=session,
+            )
+        except ProtocolError as exc:
+            if "no cursor" not in str(exc):
+                raise
+            raise InvalidOperation("Command does not return a cursor.") from None
+
+    async def dereference(self, dbref: Any, session: Any = None, comment: Any = None,
+                          **kwargs: Any) -> Any:
+        """The document a DBRef points to, or None; ValueError if it names another database."""
+        if not isinstance(dbref, DBRef):
+            raise TypeError(f"cannot dereference a {type(dbref)}")
+        if dbref.database is not None and dbref.database != self._name:
+            raise ValueError(
+                f"trying to dereference a DBRef that points to another database "
+                f"({dbref.database!r} not {self._name!r})"
+            )
+        return await self[dbref.collection].find_one(
+            {"_id": dbref.id}, session=session, comment=comment, **kwargs
+        )
+
+    async def validate_collection(
+        self,
+        name_or_collection: Any,
+        scandata: bool = False,
+        full: bool = False,
+        session: Any = None,
+        background: bool | None = None,
+        comment: Any = None,
+    ) -> dict[str, Any]:
+        """Run ``validate`` on a collection; CollectionInvalid if the server finds it invalid.
+        Returns the server's reply."""
+        name = name_or_collection
+        if isinstance(name, AsyncCollection):
+            name = name.name
+        if not isinstance(name, str):
+            raise TypeError(
+                f"name_or_collection must be an instance of str or AsyncCollection, not {type(name)}"
+            )
+        cmd: dict[str, Any] = {"validate": name, "scandata": scandata, "full": full}
+        if comment is not None:
+            cmd["comment"] = comment
+        if background is not None:
+            cmd["background"] = background
+        result = await self.command(cmd, session=session)
+        # The verdict, in each of the shapes servers give it (PyMongo reads the same fields).
+        texts: list[str] = []
+        valid = True
+        if "result" in result:
+            texts.append(result["result"])
+        elif "raw" in result:
+            for shard in result["raw"].values():
+                if "result" in shard:
+                    texts.append(shard["result"])
+                elif not shard.get("valid", False):
+                    valid = False
+        elif not result.get("valid", False):
+            valid = False
+        for info in texts:
+            if "exception" in info or "corrupt" in info:
+                raise CollectionInvalid(f"{name} invalid: {info}")
+        if not valid:
+            raise CollectionInvalid(f"{name} invalid: {result!r}")
+        return result
+
     def __eq__(self, other: Any) -> bool:
         if isinstance(other, AsyncDatabase):
-            return self._client is other._client and self._name == other._name
+            return self._client == other._client and self._name == other._name
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((id(self._client), self._name))
+        return hash((self._client, self._name))
 
     def __repr__(self) -> str:
         return f"AsyncDatabase({self._client!r}, {self._name!r})"
 
-    def __iter__(self):
-        return self
+    # Not iterable (PyMongo's PYTHON-3084): iter() would otherwise make collections named 0, 1...
+    __iter__ = None
 
     def __next__(self):
         raise TypeError("'AsyncDatabase' object is not iterable")
+
+    next = __next__
 
     def __bool__(self) -> bool:
         raise NotImplementedError(

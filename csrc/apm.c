@@ -84,15 +84,19 @@ on_failed_nogil(const mongoc_apm_command_failed_t *e)
         bson_init(&ev->doc);
 }
 
-/* Before the pool hands out its first client. */
+/* Before the pool hands out its first client (libmongoc takes one callback set per pool, once):
+ * the command callbacks if `commands`, the SDAM ones of the recorder (sdam.c), its context. */
 void
-amongo_apm_install(mongoc_client_pool_t *pool)
+amongo_apm_install(mongoc_client_pool_t *pool, bool commands, AmongoSdam *sdam)
 {
     mongoc_apm_callbacks_t *cbs = mongoc_apm_callbacks_new();
-    mongoc_apm_set_command_started_cb(cbs, on_started_nogil);
-    mongoc_apm_set_command_succeeded_cb(cbs, on_succeeded_nogil);
-    mongoc_apm_set_command_failed_cb(cbs, on_failed_nogil);
-    mongoc_client_pool_set_apm_callbacks(pool, cbs, NULL);
+    if (commands) {
+        mongoc_apm_set_command_started_cb(cbs, on_started_nogil);
+        mongoc_apm_set_command_succeeded_cb(cbs, on_succeeded_nogil);
+        mongoc_apm_set_command_failed_cb(cbs, on_failed_nogil);
+    }
+    amongo_sdam_set_callbacks(sdam, cbs);
+    mongoc_client_pool_set_apm_callbacks(pool, cbs, sdam);
     mongoc_apm_callbacks_destroy(cbs);
 }
 

@@ -37,6 +37,9 @@ enum {
     AMONGO_OP_TXN_COMMIT = 9,     /* the server's reply is the result (its error labels matter) */
     AMONGO_OP_TXN_ABORT = 10,
     AMONGO_OP_SESSION_END = 11,   /* aborts an open transaction, gives the client back */
+    AMONGO_OP_SELECT_SERVER = 12, /* server selection only (topology.c): a writable server, or one
+                                   * for the job's read preference; the result is RES_SERVER */
+    AMONGO_OP_SDAM = 13,          /* internal: carries SDAM events to a loop (sdam.c) */
     AMONGO_OP_COUNT
 };
 
@@ -51,6 +54,7 @@ enum {
     AMONGO_RES_STREAM = 6, /* a CursorBatch with postBatchResumeToken and operationTime when the
                             * reply has them (change streams resume by them) */
     AMONGO_RES_SESSION = 7, /* AMONGO_OP_SESSION_START: the new session's capsule; else None */
+    AMONGO_RES_SERVER = 8,  /* AMONGO_OP_SELECT_SERVER: the selected server's ServerFacts */
     AMONGO_RES_COUNT
 };
 
@@ -62,6 +66,19 @@ enum {
     AMONGO_BULK_REPLACE_ONE = 3, /* u: the replacement */
     AMONGO_BULK_DELETE_ONE = 4,  /* d: filter, o: options */
     AMONGO_BULK_DELETE_MANY = 5,
+};
+
+/* SDAM event kinds (sdam.c): the `kind` of an SdamEvent, one per libmongoc SDAM callback. */
+enum {
+    AMONGO_SDAM_SERVER_OPENING = 0,
+    AMONGO_SDAM_SERVER_CLOSED = 1,
+    AMONGO_SDAM_SERVER_CHANGED = 2,     /* previous, new: ServerFacts */
+    AMONGO_SDAM_TOPOLOGY_OPENING = 3,
+    AMONGO_SDAM_TOPOLOGY_CLOSED = 4,
+    AMONGO_SDAM_TOPOLOGY_CHANGED = 5,   /* previous, new: TopologyFacts */
+    AMONGO_SDAM_HEARTBEAT_STARTED = 6,  /* address, awaited */
+    AMONGO_SDAM_HEARTBEAT_SUCCEEDED = 7, /* address, awaited, duration_us, reply */
+    AMONGO_SDAM_HEARTBEAT_FAILED = 8,   /* address, awaited, duration_us, error */
 };
 
 /* Job flags. */
@@ -101,6 +118,7 @@ typedef struct AmongoBuffer {
 
 typedef struct AmongoQueue AmongoQueue;
 typedef struct AmongoPool AmongoPool;
+typedef struct AmongoSdam AmongoSdam;
 
 /* A FIFO of jobs linked through their ->next: the pool's run queue, a session's waiting jobs, a
  * loop's completions. Whoever owns one says which mutex guards it; its helpers (after AmongoJob)
@@ -209,6 +227,7 @@ typedef struct AmongoJob {
     AmongoSession *session; /* borrowed from session_obj: used by the worker */
     mongoc_client_pool_t *mpool;  /* where a cursor-opening job takes its session's client */
     AmongoPool *pool;
+    AmongoSdam *sdam;       /* AMONGO_OP_SDAM: the recorder whose events it carries (a reference) */
 
     /* outputs, written by the worker */
     bool ok;
@@ -285,6 +304,7 @@ amongo_jobs_take_all(AmongoJobList *l)
  * and clear cannot drift apart. */
 #define AMONGO_STATE_OBJECTS(X) \
     X(ClientType) X(QueueType) X(CursorBatchType) \
+    X(ServerFactsType) X(TopologyFactsType) X(SdamEventType) \
     X(get_running_loop) X(bson_to_dict) X(decode_all) X(default_codec_options) X(logger) \
     X(str_create_future) X(str_set_result) X(str_set_exception) X(str_done) X(str_add_reader) \
     X(str_call_soon_threadsafe) X(str_drain) \
@@ -336,10 +356,45 @@ bool amongo_exiting(void); /* the interpreter is finalizing: no Python-level wor
 PyObject *amongo_module_debug_counters(void);         /* NEW */
 
 /* apm.c */
-void amongo_apm_install(mongoc_client_pool_t *pool);
+void amongo_apm_install(mongoc_client_pool_t *pool, bool commands, AmongoSdam *sdam);
 void amongo_apm_set_current_nogil(AmongoJob *job);
 int amongo_apm_deliver(AmongoState *st, AmongoJob *job);
 void amongo_apm_free_events(AmongoJob *job);
+
+/* topology.c: what libmongoc knows of the deployment, as plain BSON (any thread) and as
+ * ServerFacts / TopologyFacts struct sequences (loop thread). */
+void amongo_server_facts_append_nogil(bson_t *parent, const char *key,
+                                      const mongoc_server_description_t *sd);
+typedef struct {
+    char host[BSON_HOST_NAME_MAX + 1];
+    uint16_t port;
+} AmongoAddress;
+/* libmongoc lists only the servers it knows; `members` (those it opened) adds the Unknown ones. */
+void amongo_topology_facts_append_nogil(bson_t *parent, const char *key,
+                                        const mongoc_topology_description_t *td,
+                                        const AmongoAddress *members, size_t n_members);
+PyObject *amongo_facts_py(AmongoState *st, PyObject *doc); /* NEW: a decoded facts document */
+PyObject *amongo_select_result(AmongoState *st, AmongoJob *job); /* NEW: RES_SERVER */
+void amongo_job_run_select_nogil(AmongoJob *job, mongoc_client_t *client);
+int amongo_topology_init_types(PyObject *module, AmongoState *st);
+
+/* sdam.c: SDAM and heartbeat monitoring. libmongoc calls the callbacks on its monitor threads (and
+ * on workers), GIL-free: they record plain C and hand a carrier job (AMONGO_OP_SDAM) to the loop
+ * chosen by amongo_sdam_arm, whose drain delivers the events in order. The recorder also keeps the
+ * latest topology description. Reference counted: the client, its pool's teardown and each
+ * carrier hold one. */
+AmongoSdam *amongo_sdam_new(bool record_events); /* pure C; one reference */
+void amongo_sdam_set_callbacks(AmongoSdam *s, mongoc_apm_callbacks_t *cbs); /* pure C */
+void amongo_sdam_incref(AmongoSdam *s);  /* pure C, any thread */
+void amongo_sdam_decref(AmongoSdam *s);  /* pure C, any thread: frees at zero */
+int amongo_sdam_arm(AmongoSdam *s, AmongoQueue *q, PyObject *sink, AmongoPool *pool, bool via_pool);
+void amongo_sdam_close(AmongoSdam *s);   /* GIL held: no more deliveries; frees the armed carrier */
+int amongo_sdam_traverse(AmongoSdam *s, visitproc visit, void *arg);
+void amongo_sdam_deliver(AmongoState *st, AmongoJob *carrier); /* loop thread, from a drain */
+void amongo_sdam_dropped(AmongoJob *carrier); /* loop thread: a carrier discarded undelivered */
+PyObject *amongo_sdam_topology(AmongoState *st, AmongoSdam *s); /* NEW: TopologyFacts or None */
+int amongo_sdam_init_types(PyObject *module, AmongoState *st); /* SdamEvent */
+bool amongo_sdam_wait_writable_nogil(AmongoSdam *s, int64_t timeout_ms);
 
 /* jobs.c */
 void amongo_job_keep_reply_nogil(AmongoJob *job); /* job->reply was initialised: count it */
@@ -392,6 +447,7 @@ int amongo_queue_init_type(PyObject *module, AmongoState *st);
 AmongoQueue *amongo_queue_get(AmongoState *st, PyObject *queues, int mode); /* BORROWED */
 void amongo_queue_push_from_worker(AmongoQueue *q, AmongoJob *job); /* takes the GIL in threadsafe mode */
 void amongo_queue_push(AmongoQueue *q, AmongoJob *job);             /* GIL held */
+int amongo_queue_mode(AmongoQueue *q); /* pure C, any thread: AMONGO_WAKE_*, fixed once made */
 void amongo_finalize_begin(void); /* GIL held, at exit: workers stop taking the GIL */
 PyObject *amongo_queue_create_future(AmongoQueue *q);  /* NEW */
 void amongo_queue_retain(AmongoQueue *q);   /* loop thread: a job takes a reference */

@@ -17,6 +17,9 @@ typedef struct {
     AmongoPool *pool;
     PyObject *queues;    /* dict: event loop -> completion queue */
     PyObject *apm_sink;  /* callable(events) for command monitoring, or NULL */
+    AmongoSdam *sdam;    /* SDAM recorder and latest topology (sdam.c): a reference */
+    PyObject *sdam_sink; /* callable(events, dropped) for SDAM monitoring, or NULL */
+    bool monitoring;     /* libmongoc's topology monitor was started (a client was popped) */
     int wake_mode;
     int state;
     int max_workers;
@@ -55,11 +58,21 @@ client_check_usable(AmongoClient *self)
     return 0;
 }
 
+/* SDAM events are delivered on the loop of the client's latest operation (sdam.c). */
+static int
+client_arm_sdam(AmongoClient *self, AmongoQueue *q)
+{
+    if (!self->sdam_sink || !self->pool)
+        return 0;
+    return amongo_sdam_arm(self->sdam, q, self->sdam_sink, self->pool,
+                           amongo_queue_mode(q) != AMONGO_WAKE_EVENTFD);
+}
+
 /* libmongoc's pool for `uri_string`, or NULL with InvalidURI/ConfigurationError. Opened into
  * locals and assigned to the object only on success (CPython's _sqlite habit). */
 static mongoc_client_pool_t *
 client_open_pool(AmongoState *st, const char *uri_string, int max_workers, bool apm,
-                 int32_t *socket_timeout_ms)
+                 AmongoSdam *sdam, int32_t *socket_timeout_ms)
 {
     bson_error_t error;
     mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_string, &error);
@@ -76,8 +89,7 @@ client_open_pool(AmongoState *st, const char *uri_string, int max_workers, bool 
         return NULL;
     }
     mongoc_client_pool_set_error_api(mpool, MONGOC_ERROR_API_VERSION_2);
-    if (apm)
-        amongo_apm_install(mpool); /* before the first client leaves the pool */
+    amongo_apm_install(mpool, apm, sdam); /* before the first client leaves the pool */
     /* One client per worker, plus slack for a worker that is exiting while its successor starts,
      * and room for cursors and explicit sessions, which keep a client each (sessions.c). A client
      * opens its connection only when used, so the room costs nothing until it is taken. */
@@ -86,20 +98,41 @@ client_open_pool(AmongoState *st, const char *uri_string, int max_workers, bool 
     return mpool;
 }
 
+/* A new client's start: discovery now if `connect` (the first pop starts libmongoc's topology
+ * monitor in the background, as PyMongo's connect=True does; it does no I/O on this thread), and
+ * SDAM events armed for the running loop, if any (else for the loop of the first operation). */
+static int
+client_start(AmongoClient *self, AmongoState *st, int connect)
+{
+    if (connect) {
+        mongoc_client_t *c = mongoc_client_pool_pop(self->mpool);
+        mongoc_client_pool_push(self->mpool, c);
+        self->monitoring = true;
+    }
+    AmongoQueue *q = self->sdam_sink ? amongo_queue_get(st, self->queues, self->wake_mode) : NULL;
+    if (!q) {
+        PyErr_Clear();
+        return 0;
+    }
+    return client_arm_sdam(self, q);
+}
+
 static PyObject *
 client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"uri", "max_workers", "wakeup", "connect", "apm_sink", NULL};
+    static char *kwlist[] = {"uri", "max_workers", "wakeup", "connect", "apm_sink", "sdam_sink",
+                             NULL};
     const char *uri_string;
     int max_workers = 100;
     const char *wakeup = "eventfd";
     int connect = 1;
-    PyObject *apm_sink = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|ispO", kwlist, &uri_string, &max_workers, &wakeup,
-                                     &connect, &apm_sink))
+    PyObject *apm_sink = Py_None, *sdam_sink = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|ispOO", kwlist, &uri_string, &max_workers,
+                                     &wakeup, &connect, &apm_sink, &sdam_sink))
         return NULL;
-    if (apm_sink != Py_None && !PyCallable_Check(apm_sink)) {
-        PyErr_SetString(PyExc_TypeError, "apm_sink must be callable or None");
+    if ((apm_sink != Py_None && !PyCallable_Check(apm_sink)) ||
+        (sdam_sink != Py_None && !PyCallable_Check(sdam_sink))) {
+        PyErr_SetString(PyExc_TypeError, "apm_sink and sdam_sink must be callable or None");
         return NULL;
     }
     AmongoState *st = amongo_state_from_type(type);
@@ -119,10 +152,15 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
 
     int32_t socket_timeout_ms;
-    mongoc_client_pool_t *mpool =
-        client_open_pool(st, uri_string, max_workers, apm_sink != Py_None, &socket_timeout_ms);
-    if (!mpool)
+    AmongoSdam *sdam = amongo_sdam_new(sdam_sink != Py_None);
+    if (!sdam)
+        return PyErr_NoMemory();
+    mongoc_client_pool_t *mpool = client_open_pool(st, uri_string, max_workers, apm_sink != Py_None,
+                                                   sdam, &socket_timeout_ms);
+    if (!mpool) {
+        amongo_sdam_decref(sdam);
         return NULL;
+    }
     AmongoPool *pool = amongo_pool_new(mpool, max_workers);
     PyObject *queues = PyDict_New();
     AmongoClient *self = pool && queues ? (AmongoClient *)type->tp_alloc(type, 0) : NULL;
@@ -131,22 +169,23 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             amongo_pool_free(pool);
         Py_XDECREF(queues);
         mongoc_client_pool_destroy(mpool);
+        amongo_sdam_decref(sdam);
         return PyErr_Occurred() ? NULL : PyErr_NoMemory();
     }
     self->mpool = mpool;
     self->pool = pool;
     self->queues = queues;
+    self->sdam = sdam;
+    self->sdam_sink = sdam_sink != Py_None ? Py_NewRef(sdam_sink) : NULL;
     self->apm_sink = apm_sink != Py_None ? Py_NewRef(apm_sink) : NULL;
     self->wake_mode = wake_mode;
     self->state = CLIENT_OPEN;
     self->max_workers = max_workers;
     self->socket_timeout_ms = socket_timeout_ms;
     self->fork_generation = atomic_load(&amongo_fork_generation);
-    if (connect) {
-        /* The first pop starts libmongoc's topology monitor: discovery begins now, in the
-         * background, as PyMongo's connect=True does. It does no I/O on this thread. */
-        mongoc_client_t *c = mongoc_client_pool_pop(mpool);
-        mongoc_client_pool_push(mpool, c);
+    if (client_start(self, st, connect) < 0) {
+        Py_DECREF(self);
+        return NULL;
     }
     return (PyObject *)self;
 }
@@ -380,7 +419,7 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
     if (submit_parse(args, nargs, &a) < 0 || client_check_usable(self) < 0)
         return NULL;
     AmongoQueue *q = amongo_queue_get(st, self->queues, self->wake_mode);
-    PyObject *future = q ? amongo_queue_create_future(q) : NULL;
+    PyObject *future = q && client_arm_sdam(self, q) == 0 ? amongo_queue_create_future(q) : NULL;
     if (!future)
         return NULL;
     AmongoJob *job = client_job_new(self, &a, q, future);
@@ -446,6 +485,7 @@ client_cancel(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
 typedef struct {
     AmongoPool *pool;
     mongoc_client_pool_t *mpool;
+    AmongoSdam *sdam; /* its callbacks may run until the pool is destroyed */
 } PoolRemains;
 
 /* Pure C: wait for the last worker, then let libmongoc end the server sessions and close the
@@ -459,6 +499,7 @@ destroy_pool_nogil(void *arg)
     amongo_pool_release_contexts_nogil(r->pool);
     mongoc_client_pool_destroy(r->mpool);
     amongo_pool_free(r->pool);
+    amongo_sdam_decref(r->sdam);
     free(r);
     return NULL;
 }
@@ -473,6 +514,9 @@ client_destroy_pool(AmongoClient *self)
     }
     r->pool = self->pool;
     r->mpool = self->mpool;
+    r->sdam = self->sdam;
+    amongo_sdam_incref(r->sdam);
+    amongo_sdam_close(self->sdam); /* no delivery after close */
     self->pool = NULL;
     self->mpool = NULL;
     pthread_attr_t attr;
@@ -488,13 +532,17 @@ client_destroy_pool(AmongoClient *self)
     }
 }
 
-/* close() -> Future | None: stop taking jobs and fail the queued ones. The future resolves once
- * every worker has finished its running job and exited; then call destroy(). Without a running
- * loop, close synchronously and return None. */
+/* close(wait=True) -> Future | None: stop taking jobs and fail the queued ones. The future resolves
+ * once every worker has finished its running job and exited; then call destroy(). Without a
+ * running loop, or with wait false (Motor's synchronous close), close at once and return None: a
+ * detached thread releases the pool once the workers are gone. */
 static PyObject *
-client_close(AmongoClient *self, PyObject *Py_UNUSED(ignored))
+client_close(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
 {
     AmongoState *st = client_state(self);
+    int wait = nargs > 0 ? PyObject_IsTrue(args[0]) : 1;
+    if (wait < 0)
+        return NULL;
     if (self->state != CLIENT_OPEN || !self->pool)
         Py_RETURN_NONE;
     if (client_forked(self)) {
@@ -505,7 +553,7 @@ client_close(AmongoClient *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     self->state = CLIENT_CLOSING;
-    AmongoQueue *q = amongo_queue_get(st, self->queues, self->wake_mode);
+    AmongoQueue *q = wait ? amongo_queue_get(st, self->queues, self->wake_mode) : NULL;
     AmongoJob *barrier = NULL;
     PyObject *future = NULL;
     if (q) {
@@ -613,6 +661,49 @@ client_queue(AmongoClient *self, PyObject *Py_UNUSED(ignored))
     return q ? Py_NewRef((PyObject *)q) : NULL;
 }
 
+/* topology(start=False) -> TopologyFacts | None: libmongoc's latest description of the deployment
+ * (from its SDAM callbacks), None before the first. With start, begin discovery now if no
+ * operation began it yet (PyMongo opens its topology for these questions too): a pooled client
+ * popped once starts libmongoc's monitor threads; that pop does no I/O and never blocks. */
+static PyObject *
+client_topology(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int start = nargs > 0 ? PyObject_IsTrue(args[0]) : 0;
+    if (start < 0)
+        return NULL;
+    if (start && !self->monitoring && self->mpool && !client_forked(self) &&
+        self->state == CLIENT_OPEN) {
+        mongoc_client_t *c = mongoc_client_pool_try_pop(self->mpool);
+        if (c) {
+            mongoc_client_pool_push(self->mpool, c);
+            self->monitoring = true;
+        }
+    }
+    return amongo_sdam_topology(client_state(self), self->sdam);
+}
+
+/* wait_writable(timeout_ms) -> bool: block this thread (GIL released) until libmongoc knows a
+ * writable server, for at most timeout_ms: Motor's blocking topology properties. */
+static PyObject *
+client_wait_writable(AmongoClient *self, PyObject *arg)
+{
+    long long timeout_ms = PyLong_AsLongLong(arg);
+    if (timeout_ms == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *none = client_topology(self, (PyObject *[]){Py_True}, 1); /* start discovery */
+    if (!none)
+        return NULL;
+    Py_DECREF(none);
+    AmongoSdam *s = self->sdam;
+    amongo_sdam_incref(s);
+    bool writable;
+    Py_BEGIN_ALLOW_THREADS
+    writable = amongo_sdam_wait_writable_nogil(s, timeout_ms);
+    Py_END_ALLOW_THREADS
+    amongo_sdam_decref(s);
+    return PyBool_FromLong(writable);
+}
+
 static PyObject *
 client_get_closed(AmongoClient *self, void *Py_UNUSED(closure))
 {
@@ -625,14 +716,18 @@ client_traverse(AmongoClient *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->queues);
     Py_VISIT(self->apm_sink);
-    return 0;
+    Py_VISIT(self->sdam_sink);
+    return self->sdam ? amongo_sdam_traverse(self->sdam, visit, arg) : 0;
 }
 
 static int
 client_clear(AmongoClient *self)
 {
+    if (self->sdam)
+        amongo_sdam_close(self->sdam); /* the armed carrier's references go */
     Py_CLEAR(self->queues);
     Py_CLEAR(self->apm_sink);
+    Py_CLEAR(self->sdam_sink);
     return 0;
 }
 
@@ -685,6 +780,8 @@ client_dealloc(AmongoClient *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     client_release_pool(self); /* a client resurrected and used again after its finalizer */
     client_clear(self);
+    if (self->sdam)
+        amongo_sdam_decref(self->sdam);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -695,11 +792,16 @@ static PyMethodDef client_methods[] = {
      "read_preference=None, deadline=None)"},
     {"cancel", (PyCFunction)(void (*)(void))client_cancel, METH_FASTCALL,
      "cancel(future, session=None) -> bool: unqueue a job not yet run"},
-    {"close", (PyCFunction)client_close, METH_NOARGS, "close() -> Future | None"},
+    {"close", (PyCFunction)(void (*)(void))client_close, METH_FASTCALL,
+     "close(wait=True) -> Future | None"},
     {"destroy", (PyCFunction)client_destroy, METH_NOARGS, "destroy(): release the pool after close"},
     {"abandon", (PyCFunction)client_abandon, METH_NOARGS, "abandon(): stop at interpreter exit"},
     {"stats", (PyCFunction)client_stats, METH_NOARGS, "stats() -> dict"},
     {"queue", (PyCFunction)client_queue, METH_NOARGS, "the running loop's completion queue"},
+    {"topology", (PyCFunction)(void (*)(void))client_topology, METH_FASTCALL,
+     "topology(start=False) -> TopologyFacts | None: libmongoc's latest description"},
+    {"wait_writable", (PyCFunction)client_wait_writable, METH_O,
+     "wait_writable(timeout_ms) -> bool: block (GIL released) until a writable server is known"},
     {NULL},
 };
 

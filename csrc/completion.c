@@ -125,6 +125,12 @@ amongo_queue_push_from_worker(AmongoQueue *q, AmongoJob *job)
     atomic_fetch_sub(&gil_takers, 1);
 }
 
+int
+amongo_queue_mode(AmongoQueue *q)
+{
+    return q->mode;
+}
+
 void
 amongo_queue_push(AmongoQueue *q, AmongoJob *job)
 {

@@ -42,6 +42,8 @@ amongo_job_free(AmongoJob *job)
     Py_XDECREF(job->codec_options);
     if (job->queue)
         amongo_queue_release(job->queue);
+    if (job->sdam)
+        amongo_sdam_decref(job->sdam);
     Py_XDECREF(job->owner);
     free(job);
     atomic_fetch_sub_explicit(&amongo_counters.jobs_live, 1, memory_order_relaxed);
@@ -88,7 +90,11 @@ amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
         amongo_job_run_bulk_nogil(job, client);
         break;
     case AMONGO_OP_BARRIER:
+    case AMONGO_OP_SDAM: /* a carrier only travels: its events are in the recorder (sdam.c) */
         job->ok = true;
+        break;
+    case AMONGO_OP_SELECT_SERVER:
+        amongo_job_run_select_nogil(job, client);
         break;
     case AMONGO_OP_SESSION_START:
     case AMONGO_OP_TXN_START:
@@ -247,6 +253,8 @@ job_result(AmongoState *st, AmongoJob *job)
             return amongo_session_capsule(s); /* steals it */
         }
         Py_RETURN_NONE;
+    case AMONGO_RES_SERVER:
+        return amongo_select_result(st, job);
     case AMONGO_RES_WRITE:
     case AMONGO_RES_BULK:
         /* Write results are read by the driver, not the user: PyMongo decodes them with defaults. */
@@ -306,6 +314,10 @@ fetch_exception_value(void)
 void
 amongo_job_complete(AmongoState *st, AmongoJob *job)
 {
+    if (job->op == AMONGO_OP_SDAM) { /* not an operation: nobody awaits it */
+        amongo_sdam_deliver(st, job);
+        return;
+    }
     atomic_fetch_add_explicit(&amongo_counters.jobs_completed, 1, memory_order_relaxed);
     PyObject *done = PyObject_CallMethodNoArgs(job->future, st->str_done);
     int is_done = done ? PyObject_IsTrue(done) : -1;
@@ -360,6 +372,10 @@ amongo_job_complete(AmongoState *st, AmongoJob *job)
 void
 amongo_job_discard(AmongoJob *job)
 {
+    if (job->op == AMONGO_OP_SDAM) {
+        amongo_sdam_dropped(job);
+        return;
+    }
     if (job->stats)
         job->stats->cancelled++;
     atomic_fetch_add_explicit(&amongo_counters.jobs_completed, 1, memory_order_relaxed);

@@ -134,6 +134,8 @@ class TornadoCommandCursor(_CursorBase):
     def alive(self) -> bool: ...
     @property
     def cursor_id(self) -> int | None: ...
+    @property
+    def session(self) -> TornadoClientSession | None: ...
 
 class TornadoChangeStream(_Wrapper):
     def __aiter__(self) -> TornadoChangeStream: ...
@@ -167,6 +169,9 @@ class TornadoClientSession(_Wrapper):
     @@commit_transaction -> asyncio.Future[None]
     @@end_session -> asyncio.Future[None]
     @@start_transaction -> asyncio.Future[_TransactionContext]
+    @@advance_cluster_time -> None
+    @@advance_operation_time -> None
+    @@bind -> Any
     def with_transaction(
         self, callback: Callable[[TornadoClientSession], Awaitable[_T]], *args: Any, **kwargs: Any
     ) -> asyncio.Future[_T]: ...
@@ -181,6 +186,12 @@ class TornadoClientSession(_Wrapper):
     def in_transaction(self) -> bool: ...
     @property
     def options(self) -> SessionOptions: ...
+    @property
+    def session_id(self) -> Any: ...
+    @property
+    def cluster_time(self) -> Any: ...
+    @property
+    def operation_time(self) -> Any: ...
 
 class TornadoCollection(_Wrapper):
     def __init__(self, database: TornadoDatabase, name: str, *args: Any, **kwargs: Any) -> None: ...
@@ -192,10 +203,16 @@ class TornadoCollection(_Wrapper):
     def __bool__(self) -> bool: ...
     def __iter__(self) -> Any: ...
     @@aggregate -> CursorFuture[TornadoCommandCursor]
+    @@aggregate_raw_batches -> CursorFuture[Any]
     @@bulk_write -> asyncio.Future[BulkWriteResult]
     @@count_documents -> asyncio.Future[int]
     @@create_index -> asyncio.Future[str]
     @@create_indexes -> asyncio.Future[list[str]]
+    @@create_search_index -> asyncio.Future[str]
+    @@create_search_indexes -> asyncio.Future[list[str]]
+    @@drop_search_index -> asyncio.Future[None]
+    @@list_search_indexes -> asyncio.Future[Any]
+    @@update_search_index -> asyncio.Future[None]
     @@delete_many -> asyncio.Future[DeleteResult]
     @@delete_one -> asyncio.Future[DeleteResult]
     @@distinct -> asyncio.Future[list[Any]]
@@ -218,6 +235,7 @@ class TornadoCollection(_Wrapper):
     @@update_one -> asyncio.Future[UpdateResult]
     @@watch -> CursorFuture[TornadoChangeStream]
     @@find -> TornadoCursor
+    @@find_raw_batches -> Any
     @@with_options -> TornadoCollection
     @property
     def codec_options(self) -> CodecOptions[Any]: ...
@@ -245,6 +263,9 @@ class TornadoDatabase(_Wrapper):
     @@aggregate -> CursorFuture[TornadoCommandCursor]
     @@command -> asyncio.Future[dict[str, Any]]
     @@create_collection -> asyncio.Future[TornadoCollection]
+    @@cursor_command -> asyncio.Future[TornadoCommandCursor]
+    @@dereference -> asyncio.Future[Any]
+    @@validate_collection -> asyncio.Future[dict[str, Any]]
     @@drop_collection -> asyncio.Future[dict[str, Any]]
     @@list_collection_names -> asyncio.Future[list[str]]
     @@list_collections -> CursorFuture[TornadoCommandCursor]
@@ -278,6 +299,7 @@ class TornadoMongoClient(_Wrapper):
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
     def __iter__(self) -> Any: ...
+    @@aclose -> asyncio.Future[None]
     @@aconnect -> asyncio.Future[None]
     @@bulk_write -> asyncio.Future[ClientBulkWriteResult]
     @@close -> asyncio.Future[None]
@@ -290,6 +312,22 @@ class TornadoMongoClient(_Wrapper):
     @@get_default_database -> TornadoDatabase
     @@start_session -> TornadoClientSession
     @@stats -> dict[str, Any]
+    @@append_metadata -> None
+    @@eq_props -> tuple[tuple[tuple[str, int], ...], str | None, str | None, str]
+    @property
+    def topology_description(self) -> Any: ...
+    @property
+    def nodes(self) -> frozenset[tuple[str, int]]: ...
+    @property
+    def primary(self) -> asyncio.Future[tuple[str, int] | None]: ...
+    @property
+    def secondaries(self) -> asyncio.Future[set[tuple[str, int]]]: ...
+    @property
+    def arbiters(self) -> asyncio.Future[set[tuple[str, int]]]: ...
+    @property
+    def is_primary(self) -> asyncio.Future[bool]: ...
+    @property
+    def is_mongos(self) -> asyncio.Future[bool]: ...
     @property
     def codec_options(self) -> CodecOptions[Any]: ...
     @property
@@ -299,7 +337,7 @@ class TornadoMongoClient(_Wrapper):
     @property
     def write_concern(self) -> WriteConcern: ...
     @property
-    def address(self) -> tuple[str, int] | None: ...
+    def address(self) -> asyncio.Future[tuple[str, int] | None]: ...
     @property
     def options(self) -> ClientOptions: ...
 
@@ -312,7 +350,7 @@ HEADER = TEMPLATE.split("_T = TypeVar", 1)[0]
 
 
 def annotation(text: str) -> str:
-    text = adapter._tornado_names(text.strip("'\""))
+    text = adapter.TORNADO.rename(text.strip("'\""))
     return re.sub(r"\bCodecOptions\b(?!\[)", "CodecOptions[Any]", text)  # generic in bson's types
 
 

@@ -102,7 +102,7 @@ async def test_find_builds_a_cursor_without_io(coll, sync_client):
     # Two batches of two (the find, one getMore that also tells the cursor ended).
     assert jobs() - before == 2
     assert not cursor.alive and cursor.cursor_id == 0
-    assert cursor.address == coll.database.client.address
+    assert cursor.address == await coll.database.client.address
     assert cursor.retrieved == 3
     with pytest.raises(StopAsyncIteration):
         await cursor.next()
