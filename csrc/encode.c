@@ -487,6 +487,18 @@ enc_u32_attr(Enc *e, PyObject *v, PyObject *name)
     return put_i32(e, (int32_t)x);
 }
 
+/* The unsigned big-endian bytes of an int (CPython's own conversion; its signature grew an
+ * argument in 3.13). */
+static int
+long_as_bytes_be(PyLongObject *n, unsigned char *bytes, size_t size)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return _PyLong_AsByteArray(n, bytes, size, 0, 0, 1);
+#else
+    return _PyLong_AsByteArray(n, bytes, size, 0, 0);
+#endif
+}
+
 static int
 enc_uuid(Enc *e, size_t type_at, PyObject *v)
 {
@@ -495,7 +507,7 @@ enc_uuid(Enc *e, size_t type_at, PyObject *v)
         /* Binary.from_uuid(u, STANDARD) is u.bytes (u.int, big-endian) with subtype 4. */
         PyObject *n = *amongo_codec_slot(v, st->codec_uuid_int_slot);
         unsigned char bytes[16];
-        if (n && PyLong_CheckExact(n) && _PyLong_AsByteArray((PyLongObject *)n, bytes, 16, 0, 0) == 0)
+        if (n && PyLong_CheckExact(n) && long_as_bytes_be((PyLongObject *)n, bytes, 16) == 0)
             return put_binary(e, type_at, (const char *)bytes, 16, 4);
         PyErr_Clear();
     }
