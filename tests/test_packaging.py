@@ -80,3 +80,16 @@ def test_tornado_stub_matches_the_runtime():
     res = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "tornado_stub.py"), "--check"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.modes_inside
+def test_example_apps_and_public_types_pass_mypy_strict():
+    # pyproject.toml's [tool.mypy]: the example apps (FastAPI ones included), the Tornado stub and
+    # the testing package, strict, against the public API's types (the wheel job checks the
+    # driver-only examples again from an installed wheel).
+    mypy = pytest.importorskip("mypy")
+    assert mypy
+    res = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "Success: no issues found" in res.stdout
