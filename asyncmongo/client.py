@@ -465,8 +465,9 @@ class AsyncMongoClient:
           cancelled (taken out unsent, its result dropped, or its event loop closed first). Once
           the client is idle, ``completed + failed + cancelled == submitted``.
         - ``queued``: waiting for a worker thread; ``running``: on a worker now.
-        - ``workers``, ``workers_busy``, ``max_workers``: native worker threads alive, running a job,
-          and the limit (maxPoolSize).
+        - ``workers``, ``workers_busy``, ``max_workers``: native worker threads alive, not idle
+          (running a job, or handing its result back and about to look for the next), and the limit
+          (maxPoolSize).
         - ``sessions``: sessions holding a libmongoc client (explicit ones and open cursors').
         - ``loops``: one dict per event loop using the client: ``wakeup`` ("eventfd" or
           "threadsafe"), ``in_flight`` (jobs that will complete on it), ``completions``,

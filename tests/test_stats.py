@@ -13,12 +13,13 @@ from examples.prometheus_stats import render, serve_metrics
 
 
 async def _idle(client, timeout: float = 10.0) -> dict:
-    """stats() once nothing is queued or running and every outcome is counted."""
+    """stats() once nothing is queued or running, no worker is busy, and every outcome is counted."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         s = client.stats()
-        if (s["queued"] == 0 and s["running"] == 0
+        # A worker still counts as busy for the instant after it handed its last result back.
+        if (s["queued"] == 0 and s["running"] == 0 and s["workers_busy"] == 0
                 and s["completed"] + s["failed"] + s["cancelled"] == s["submitted"]):
             return s
         assert loop.time() < deadline, s
