@@ -197,6 +197,13 @@ class AsyncClientSession:
                 if in_txn:
                     self._abort_after_cancel(core, capsule)
                 raise
+            except ConnectionFailure as exc:
+                # The transactions specification: a network or server selection error of an
+                # operation inside a transaction is transient (retry the whole transaction), as
+                # PyMongo labels it (libmongoc labels the reply, which a network error has not).
+                if in_txn:
+                    exc._add_error_label("TransientTransactionError")
+                raise
         finally:
             self._busy = False
 

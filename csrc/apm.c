@@ -67,6 +67,10 @@ on_succeeded_nogil(const mongoc_apm_command_succeeded_t *e)
 static void
 on_failed_nogil(const mongoc_apm_command_failed_t *e)
 {
+    /* Every job: the attempt's own duration tells a socket timeout from a reset (errors.c),
+     * which the job's whole time cannot once a retry waited for server selection. */
+    if (current_job)
+        current_job->failed_attempt_us = mongoc_apm_command_failed_get_duration(e);
     AmongoEvent *ev = event_new_nogil(2, mongoc_apm_command_failed_get_command_name(e),
                                       mongoc_apm_command_failed_get_host(e));
     if (!ev)
@@ -83,13 +87,16 @@ on_failed_nogil(const mongoc_apm_command_failed_t *e)
         bson_init(&ev->doc);
 }
 
-/* Before the pool hands out its first client. */
+/* Before the pool hands out its first client. The failed callback always (it times failed
+ * attempts, and libmongoc calls it only on failures); the others only for listeners. */
 void
-amongo_apm_install(mongoc_client_pool_t *pool)
+amongo_apm_install(mongoc_client_pool_t *pool, bool listeners)
 {
     mongoc_apm_callbacks_t *cbs = mongoc_apm_callbacks_new();
-    mongoc_apm_set_command_started_cb(cbs, on_started_nogil);
-    mongoc_apm_set_command_succeeded_cb(cbs, on_succeeded_nogil);
+    if (listeners) {
+        mongoc_apm_set_command_started_cb(cbs, on_started_nogil);
+        mongoc_apm_set_command_succeeded_cb(cbs, on_succeeded_nogil);
+    }
     mongoc_apm_set_command_failed_cb(cbs, on_failed_nogil);
     mongoc_client_pool_set_apm_callbacks(pool, cbs, NULL);
     mongoc_apm_callbacks_destroy(cbs);

@@ -165,6 +165,7 @@ typedef struct AmongoJob {
     int64_t cursor_id;
     uint32_t out_server_id;
     int64_t elapsed_us;     /* time the worker spent in libmongoc */
+    int64_t failed_attempt_us; /* how long the job's last failed command took, -1: none failed */
     AmongoEvent *events, *events_tail; /* AMONGO_FLAG_APM: recorded in order */
     AmongoSession *out_session;  /* a cursor opened (AMONGO_FLAG_PIN): its session */
 } AmongoJob;
@@ -211,7 +212,7 @@ bool amongo_exiting(void); /* the interpreter is finalizing: no Python-level wor
 PyObject *amongo_module_debug_counters(void);         /* NEW */
 
 /* apm.c */
-void amongo_apm_install(mongoc_client_pool_t *pool);
+void amongo_apm_install(mongoc_client_pool_t *pool, bool listeners);
 void amongo_apm_set_current_nogil(AmongoJob *job);
 int amongo_apm_deliver(AmongoState *st, AmongoJob *job);
 void amongo_apm_free_events(AmongoJob *job);

@@ -73,8 +73,7 @@ client_open_pool(AmongoState *st, const char *uri_string, int max_workers, bool 
         return NULL;
     }
     mongoc_client_pool_set_error_api(mpool, MONGOC_ERROR_API_VERSION_2);
-    if (apm)
-        amongo_apm_install(mpool); /* before the first client leaves the pool */
+    amongo_apm_install(mpool, apm); /* before the first client leaves the pool */
     /* One client per worker, plus slack for a worker that is exiting while its successor starts,
      * and room for cursors and explicit sessions, which keep a client each (sessions.c). A client
      * opens its connection only when used, so the room costs nothing until it is taken. */
