@@ -252,14 +252,17 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         session = self._write_session(session)
         if isinstance(documents, AbcMapping) or not isinstance(documents, Iterable) or not documents:
             raise TypeError("documents must be a non-empty list")
-        common.validate_boolean("ordered", ordered)
+        docs = list(documents)
+        for document in docs:  # every one's type first, then the encoding, as PyMongo's order
+            common.validate_is_document_type("document", document)
         ids: list[Any] = []
         chunks: list[bytes] = []
-        docs: list[Any] = []
-        for document in documents:
+        for document in docs:
             chunks.append(self._encode_document(document))
             ids.append(document.get("_id"))
-            docs.append(document)
+        # libmongoc's bulk API takes a boolean only (PyMongo sends any value, for the server to
+        # judge): refused here, before anything is sent, once the documents passed PyMongo's checks.
+        common.validate_boolean("ordered", ordered)
         if not chunks:  # an iterator that turned out empty, as PyMongo's bulk says
             raise InvalidOperation("No operations to execute")
         if bypass_document_validation is False:  # libmongoc's bulk API would leave it out
