@@ -95,6 +95,13 @@ class Figures:
             + f"\nfigures {self.as_dict()}")
 
 
+def _loop_kind() -> str:
+    try:
+        return type(asyncio.get_running_loop()).__module__.split(".")[0]
+    except RuntimeError:
+        return ""
+
+
 def _context() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT,
@@ -106,7 +113,7 @@ def _context() -> dict[str, Any]:
         "commit": commit,
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
                    f"Python {platform.python_version()}",
-        "loop": os.environ.get("ASYNCMONGO_TEST_LOOP", ""),
+        "loop": _loop_kind(),
         "wakeup": os.environ.get("ASYNCMONGO_WAKEUP", "eventfd"),
         "asyncio_debug": bool(os.environ.get("PYTHONASYNCIODEBUG")),
         "sanitizer": "libasan" in os.environ.get("LD_PRELOAD", ""),

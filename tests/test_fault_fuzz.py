@@ -163,16 +163,20 @@ def _outcome(out):
 
 
 @pytest.fixture(scope="module")
-def fuzz_env(server):
-    """A loop for the whole test (PyMongo's async client keeps to one), both clients on it."""
-    loop = new_loop(os.environ.get("ASYNCMONGO_TEST_LOOP", "asyncio"))
+def fuzz_env(server, pytestconfig):
+    """A loop of the suite's kind (--loop) for the whole test (PyMongo's async client keeps to
+    one), both clients on it."""
+    loop = new_loop(pytestconfig.getoption("--loop"))
     errors = LoopErrors()
     loop.set_exception_handler(errors)
+    if os.environ.get("PYTHONASYNCIODEBUG"):
+        loop.set_debug(True)
     ours = AsyncMongoClient(server.uri, serverSelectionTimeoutMS=10000)
     theirs = pymongo.AsyncMongoClient(server.uri, serverSelectionTimeoutMS=10000)
     sync = pymongo.MongoClient(server.uri)
     db = f"fuzz_{uuid.uuid4().hex[:8]}"
     fig = Figures("bad input, fuzzed", f"{EXAMPLES} examples", None)
+    fig.notes["loop"] = type(loop).__module__.split(".")[0]
     yield loop, ours[db].items, theirs[db].items, sync[db], fig
     loop.run_until_complete(ours.close())
     loop.run_until_complete(theirs.close())
