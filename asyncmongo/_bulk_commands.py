@@ -33,7 +33,7 @@ _COMMANDS = {K_INSERT: ("insert", "documents"), K_UPDATE: ("update", "updates"),
 
 def needs_commands(bulk: BulkBuilder, bypass_document_validation: bool | None) -> bool:
     """Whether libmongoc's bulk API cannot send this bulk."""
-    return bulk.uses_sort or bypass_document_validation is False
+    return bulk.uses_sort or bulk.uses_odd_array or bypass_document_validation is False
 
 
 def _runs(kinds: Sequence[int], ordered: bool) -> list[tuple[int, list[int]]]:

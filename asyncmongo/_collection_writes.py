@@ -25,7 +25,7 @@ from pymongo.results import BulkWriteResult, DeleteResult, UpdateResult
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo._bulk import BulkBuilder, bulk_api_result, write_concern_error
+from asyncmongo._bulk import BulkBuilder, bulk_api_result, libmongoc_reads_array, write_concern_error
 from asyncmongo._bulk_commands import needs_commands, run_bulk_by_commands
 from asyncmongo._common import check_command_size as _check_size
 from asyncmongo._common import encode as _encode
@@ -139,8 +139,10 @@ class _WritesMixin:
         if sort is not None:
             _validate_is_mapping("sort", sort)
             spec["sort"] = sort
-        if not multi and sort is None and bypass_document_validation is not False:
-            # Retryable: see _single_write. (libmongoc's bulk API takes no per-update sort.)
+        odd_array = isinstance(document, list) and not libmongoc_reads_array(document)
+        if not multi and sort is None and bypass_document_validation is not False and not odd_array:
+            # Retryable: see _single_write. (libmongoc's bulk API takes no per-update sort, and
+            # would send an odd array update as a replacement document: libmongoc_reads_array.)
             opts = {k: v for k, v in spec.items() if k in ("upsert", "collation", "arrayFilters", "hint")}
             opts["validate"] = False  # the server judges the document, as with PyMongo
             if let is not None:

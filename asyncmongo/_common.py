@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bson.codec_options import CodecOptions
-from pymongo.errors import DocumentTooLarge
+from bson.int64 import Int64
+from pymongo.errors import DocumentTooLarge, InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
@@ -93,3 +94,19 @@ def namespace_parts(ns: str | None, default: str = "") -> tuple[str, str]:
     ns = ns or default
     db, _, coll = ns.partition(".")
     return db, coll
+
+
+def kill_cursor_request(core: Any, db_name: str, coll_name: str, cursor_id: int, server_id: int,
+                        session: Any) -> Any:
+    """Send killCursors for a server cursor without waiting (fire and forget: the job never
+    raises), on the cursor's server and in ``session`` (a core session capsule: the cursor's, or
+    the user's session's, where the kill waits for the operation in flight). Returns the job's
+    future, or None when it cannot be sent (the client closed: the server dropped the cursor)."""
+    if core is None or core.closed:
+        return None
+    cmd = _encode({"killCursors": coll_name, "cursors": [Int64(cursor_id)]})
+    try:
+        return core.submit(_core.OP_COMMAND, _core.RES_NONE, db_name, None, cmd, None, None,
+                           _core.FLAG_QUIET, server_id, session)
+    except InvalidOperation:
+        return None

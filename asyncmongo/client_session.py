@@ -29,6 +29,7 @@ from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
 from asyncmongo._common import encode as _encode
+from asyncmongo._common import kill_cursor_request
 from asyncmongo._execute import execute
 
 if TYPE_CHECKING:
@@ -133,6 +134,9 @@ class AsyncClientSession:
         self._busy = False
         self._state = _TxnState.NONE
         self._txn_opts: TransactionOptions | None = None
+        # Futures of cancelled operations still running that opened a server cursor: the cursor is
+        # killed in this session when they complete, so the session's end waits for them.
+        self._orphans: set[asyncio.Future[Any]] = set()
 
     # ---- PyMongo's properties --------------------------------------------------------------
 
@@ -195,6 +199,9 @@ class AsyncClientSession:
         self._ended = True
         self._state = _TxnState.NONE
         capsule, self._capsule = self._capsule, None
+        if self._orphans:
+            # Their cursors' kills go in this session, before its end (they run now, in turn).
+            await asyncio.wait(list(self._orphans))
         core = self._client._core
         if capsule is not None and core is not None and not core.closed:
             await self._session_job(core, capsule, _core.OP_SESSION_END)
@@ -232,7 +239,8 @@ class AsyncClientSession:
 
     async def _run(self, core: Any, op: int, kind: int, db: str, coll: str | None, cmd: bytes,
                    opts: bytes | None, codec: Any, flags: int = 0, server_id: int = 0,
-                   read_prefs: bytes | None = None) -> Any:
+                   read_prefs: bytes | None = None,
+                   on_orphan: Callable[[Any, Any], None] | None = None) -> Any:
         """One operation in this session: refused while another runs. The core runs a session's
         jobs one at a time, in submission order: cancelled while queued, the operation is never
         sent; while running, it finishes before the session's next job starts. Cancelled inside a
@@ -255,10 +263,21 @@ class AsyncClientSession:
             future = core.submit(op, kind, db, coll, cmd, opts, codec, flags, server_id, capsule,
                                  read_prefs)
             try:
-                return await execute(core, future, capsule)
+                closer = None if on_orphan is None else lambda batch: on_orphan(batch, capsule)
+                return await execute(core, future, capsule, closer)
             except asyncio.CancelledError:
                 if in_txn:
                     self._abort_after_cancel(core, capsule)
+                if on_orphan is not None and not future.done():
+                    self._orphans.add(future)
+                    future.add_done_callback(self._orphans.discard)
+                raise
+            except ConnectionFailure as exc:
+                # The transactions specification: a network or server selection error of an
+                # operation inside a transaction is transient (retry the whole transaction), as
+                # PyMongo labels it (libmongoc labels the reply, which a network error has not).
+                if in_txn:
+                    exc._add_error_label("TransientTransactionError")
                 raise
         finally:
             self._busy = False
@@ -428,12 +447,25 @@ async def run_in_session(core: Any, session: AsyncClientSession | None, op: int,
                          coll: str | None, cmd: bytes, opts: bytes | None, codec: Any,
                          flags: int = 0, server_id: int = 0, read_prefs: bytes | None = None) -> Any:
     """Submit one job (``core.submit``'s arguments), in ``session`` if given, and await it with the
-    design's cancellation rule."""
+    design's cancellation rule. A job that opens a server cursor (``FLAG_PIN``) and is cancelled
+    while it runs has that cursor killed once it completes."""
+    opens_cursor = flags & _core.FLAG_PIN
     if session is None:
+        closer = (lambda batch: _close_orphan(core, db, batch, batch.session)) if opens_cursor else None
         return await execute(core, core.submit(op, kind, db, coll, cmd, opts, codec, flags,
-                                               server_id, None, read_prefs))
+                                               server_id, None, read_prefs), None, closer)
     return await session._run(core, op, kind, db, coll, cmd, opts, codec, flags, server_id,
-                              read_prefs)
+                              read_prefs,
+                              (lambda batch, capsule: _close_orphan(core, db, batch, capsule))
+                              if opens_cursor else None)
+
+
+def _close_orphan(core: Any, db: str, batch: Any, capsule: Any) -> None:
+    """Kill the server cursor of a batch nobody will read (its task was cancelled while the
+    command ran), in ``capsule``: the cursor's own session, or the user's, behind its operations."""
+    if batch.cursor_id and batch.namespace:
+        kill_cursor_request(core, db, batch.namespace.split(".", 1)[1], batch.cursor_id,
+                            batch.server_id, capsule)
 
 
 def check_session(client: "AsyncMongoClient", session: Any) -> AsyncClientSession | None:

@@ -18,6 +18,7 @@ from pymongo.collation import validate_collation_or_none
 from pymongo.errors import (
     BulkWriteError,
     ConfigurationError,
+    InvalidDocument,
     InvalidName,
     InvalidOperation,
 )
@@ -253,8 +254,16 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         session = self._write_session(session)
         if isinstance(documents, AbcMapping) or not isinstance(documents, Iterable) or not documents:
             raise TypeError("documents must be a non-empty list")
-        common.validate_boolean("ordered", ordered)
         docs = list(documents)
+        if not isinstance(ordered, bool):
+            # PyMongo never checks ordered (it sends it for the server to judge); libmongoc's bulk
+            # API takes a boolean only. Refused before anything is sent, once the documents passed
+            # PyMongo's checks, in PyMongo's order: every one's type, then each one's encoding.
+            for document in docs:
+                common.validate_is_document_type("document", document)
+            for document in docs:
+                self._encode_document(document)
+            common.validate_boolean("ordered", ordered)
         if not docs:  # an iterator that turned out empty, as PyMongo's bulk says
             raise InvalidOperation("No operations to execute")
         if bypass_document_validation is False:  # libmongoc's bulk API would leave it out
@@ -275,6 +284,11 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         except BulkWriteError as exc:
             # libmongoc's bulk reply, in the shape PyMongo gives BulkWriteError.details.
             raise BulkWriteError(bulk_api_result(exc.details, docs)) from None
+        except InvalidDocument:
+            # The core encodes document by document; PyMongo checks every one's type first.
+            for document in docs:
+                common.validate_is_document_type("document", document)
+            raise
         return InsertManyResult([d.get("_id") for d in docs], self._acknowledged)
 
     # ---- reads -----------------------------------------------------------------------------

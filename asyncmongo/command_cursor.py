@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from bson.codec_options import CodecOptions
 from bson.int64 import Int64
-from pymongo.errors import InvalidOperation
 
 from asyncmongo import _core
 from asyncmongo._common import encode as _encode
+from asyncmongo._common import kill_cursor_request
 from asyncmongo._execute import execute
 from asyncmongo.client_session import run_in_session
 
@@ -217,22 +217,15 @@ class AsyncCommandCursor:
             self._killed = True
             return None
         self._killed = True
-        core = self._core
-        if core is None or core.closed:
-            return None
-        cmd = _encode({"killCursors": self._coll_name, "cursors": [Int64(self._id)]})
         session, self._session = self._session, None
         user = self._user_session
         if user is not None:
             # Fire and forget in the user's session: it waits there for any running operation.
-            if user.has_ended or user._capsule is None:
-                return None
-            session = user._capsule
-        try:
-            return core.submit(_core.OP_COMMAND, _core.RES_NONE, self._db_name, None, cmd, None,
-                               None, _core.FLAG_QUIET, self._server_id, session)
-        except InvalidOperation:  # the client closed meanwhile: the server dropped the cursor
-            return None
+            # Once that session has ended, in none: as PyMongo kills a cursor collected after
+            # its session ended ("later in a different session"), rather than leave it open.
+            session = None if user.has_ended or user._capsule is None else user._capsule
+        return kill_cursor_request(self._core, self._db_name, self._coll_name, self._id,
+                                   self._server_id, session)
 
     async def close(self) -> None:
         self._data.clear()

@@ -68,6 +68,10 @@ on_succeeded_nogil(const mongoc_apm_command_succeeded_t *e)
 static void
 on_failed_nogil(const mongoc_apm_command_failed_t *e)
 {
+    /* Every job: the attempt's own duration tells a socket timeout from a reset (errors.c),
+     * which the job's whole time cannot once a retry waited for server selection. */
+    if (current_job)
+        current_job->failed_attempt_us = mongoc_apm_command_failed_get_duration(e);
     AmongoEvent *ev = event_new_nogil(2, mongoc_apm_command_failed_get_command_name(e),
                                       mongoc_apm_command_failed_get_host(e));
     if (!ev)
@@ -85,7 +89,9 @@ on_failed_nogil(const mongoc_apm_command_failed_t *e)
 }
 
 /* Before the pool hands out its first client (libmongoc takes one callback set per pool, once):
- * the command callbacks if `commands`, the SDAM ones of the recorder (sdam.c), its context. */
+ * the failed callback always (it times failed attempts, and libmongoc calls it only on failures),
+ * the started and succeeded ones only if `commands` (listeners), the SDAM ones of the recorder
+ * (sdam.c), its context. */
 void
 amongo_apm_install(mongoc_client_pool_t *pool, bool commands, AmongoSdam *sdam)
 {
@@ -93,8 +99,8 @@ amongo_apm_install(mongoc_client_pool_t *pool, bool commands, AmongoSdam *sdam)
     if (commands) {
         mongoc_apm_set_command_started_cb(cbs, on_started_nogil);
         mongoc_apm_set_command_succeeded_cb(cbs, on_succeeded_nogil);
-        mongoc_apm_set_command_failed_cb(cbs, on_failed_nogil);
     }
+    mongoc_apm_set_command_failed_cb(cbs, on_failed_nogil);
     amongo_sdam_set_callbacks(sdam, cbs);
     mongoc_client_pool_set_apm_callbacks(pool, cbs, sdam);
     mongoc_apm_callbacks_destroy(cbs);

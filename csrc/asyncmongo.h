@@ -240,6 +240,7 @@ typedef struct AmongoJob {
     int64_t cursor_id;
     uint32_t out_server_id;
     int64_t elapsed_us;     /* time the worker spent in libmongoc */
+    int64_t failed_attempt_us; /* how long the job's last failed command took, -1: none failed */
     AmongoEvent *events, *events_tail; /* AMONGO_FLAG_APM: recorded in order */
     AmongoSession *out_session;  /* a cursor opened (AMONGO_FLAG_PIN): its session */
 } AmongoJob;

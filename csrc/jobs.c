@@ -81,6 +81,7 @@ void
 amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
 {
     amongo_apm_set_current_nogil(job);
+    job->failed_attempt_us = -1;
     int64_t start = bson_get_monotonic_time();
     switch (job->op) {
     case AMONGO_OP_INSERT:
