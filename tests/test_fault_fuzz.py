@@ -35,6 +35,10 @@ from asyncmongo import AsyncMongoClient, _core
 from tests.conftest import LoopErrors, new_loop
 from tests.reliability import Figures
 
+# A fault row: it does not depend on the wake-up path or the loop kind; the default and sanitizer
+# modes run it (scripts/test.sh).
+pytestmark = pytest.mark.modes_inside
+
 EXAMPLES = int(os.environ.get("ASYNCMONGO_FUZZ_EXAMPLES", "120"))
 BOUND = 30.0
 SEED_DOCS = [{"_id": i, "a": i % 3, "b": [i, i + 1], "s": f"s{i}", "d": {"x": i}} for i in range(8)]

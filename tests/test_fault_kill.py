@@ -34,6 +34,10 @@ from asyncmongo.gridfs import AsyncGridFSBucket
 from tests.reliability import Figures
 from tests.servers import ServerProcess
 
+# A fault row: it does not depend on the wake-up path or the loop kind; the default and sanitizer
+# modes run it (scripts/test.sh).
+pytestmark = pytest.mark.modes_inside
+
 # Bound on any single await of the driver (an operation waits out the server's downtime within
 # serverSelectionTimeoutMS, far below this).
 BOUND = 45.0

@@ -30,6 +30,10 @@ from asyncmongo import AsyncMongoClient
 from tests.proxy import DelayProxy
 from tests.reliability import Figures
 
+# A fault row: it does not depend on the wake-up path or the loop kind; the default and sanitizer
+# modes run it (scripts/test.sh).
+pytestmark = pytest.mark.modes_inside
+
 SOCKET_TIMEOUT_MS = 400
 BOUND = 20.0
 OPTS = dict(socketTimeoutMS=SOCKET_TIMEOUT_MS, connectTimeoutMS=SOCKET_TIMEOUT_MS,
