@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping as AbcMapping
 from typing import Any, Mapping, Sequence
 
-import bson
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import common
@@ -16,14 +15,23 @@ from pymongo.errors import WriteConcernError, WTimeoutError
 
 from asyncmongo import _core
 from asyncmongo._common import check_command_size
+from asyncmongo._common import encode as _encode
 
-_encode = bson.encode
 
 # PyMongo's kinds of write command. An unordered bulk runs all inserts, then all updates, then all
 # deletes (pymongo.bulk_shared.gen_unordered); ours must run in the same order to end in the same
 # state, so it is regrouped before it is sent.
 K_INSERT, K_UPDATE, K_DELETE = 0, 1, 2
 
+
+def libmongoc_reads_array(update: list[Any]) -> bool:
+    """Whether libmongoc's bulk API sends this array update as a pipeline (an array): only when it
+    is not empty and every stage is a document whose first key starts with "$". Any other array it
+    sends as a *document* with keys "0", "1"...: a replacement, where PyMongo sends the array and
+    the server refuses it. Such an update must go by command."""
+    return bool(update) and all(
+        isinstance(stage, AbcMapping) and len(stage) > 0 and str(next(iter(stage))).startswith("$")
+        for stage in update)
 
 def write_concern_error(wce: Mapping[str, Any], labels: Any = None) -> WriteConcernError:
     """PyMongo's exception for a ``writeConcernError`` document (labels copied in, as PyMongo)."""
@@ -81,7 +89,8 @@ class BulkBuilder:
     """
 
     __slots__ = (
-        "coll", "ops", "kinds", "specs", "uses_collation", "uses_array_filters", "uses_sort"
+        "coll", "ops", "kinds", "specs", "uses_collation", "uses_array_filters", "uses_sort",
+        "uses_odd_array"
     )
 
     def __init__(self, coll: Any) -> None:
@@ -92,6 +101,8 @@ class BulkBuilder:
         self.uses_collation = False
         self.uses_array_filters = False
         self.uses_sort = False
+        # An update given as an array that is not a pipeline to libmongoc (libmongoc_reads_array)
+        self.uses_odd_array = False
 
     def _add(self, kind: int, op: Any, spec: Mapping[str, Any] | bytes) -> None:
         if not isinstance(spec, bytes):
@@ -136,6 +147,8 @@ class BulkBuilder:
         sort: Any = None,
     ) -> None:
         common.validate_ok_for_update(update)
+        if isinstance(update, list) and not libmongoc_reads_array(update):
+            self.uses_odd_array = True  # the command engine sends it as the array it is
         op: dict[str, Any] = {"q": selector, "u": update, "multi": multi}
         o = self._statement(op, upsert, collation, hint, sort, array_filters)
         code = _core.BULK_UPDATE_MANY if multi else _core.BULK_UPDATE_ONE

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping as AbcMapping
 from typing import Any, Mapping, Sequence
 
-import bson
 from bson.raw_bson import RawBSONDocument
 from pymongo import helpers_shared
 from pymongo.errors import WriteConcernError
@@ -27,9 +26,9 @@ from pymongo.errors import WriteConcernError
 from asyncmongo import _core, _csot
 from asyncmongo._bulk import K_DELETE, K_INSERT, K_UPDATE, BulkBuilder
 from asyncmongo._common import MAX_STATEMENTS_SIZE, MAX_WRITE_BATCH_SIZE, check_command_size
+from asyncmongo._common import encode as _encode
 from asyncmongo.client_session import run_in_session
 
-_encode = bson.encode
 
 # The write command of each kind of bulk operation, and the field of its statements.
 _COMMANDS = {K_INSERT: ("insert", "documents"), K_UPDATE: ("update", "updates"),
@@ -38,7 +37,7 @@ _COMMANDS = {K_INSERT: ("insert", "documents"), K_UPDATE: ("update", "updates"),
 
 def needs_commands(bulk: BulkBuilder, bypass_document_validation: bool | None) -> bool:
     """Whether libmongoc's bulk API cannot send this bulk."""
-    return bulk.uses_sort or bypass_document_validation is False
+    return bulk.uses_sort or bulk.uses_odd_array or bypass_document_validation is False
 
 
 def _runs(kinds: Sequence[int], ordered: bool) -> list[tuple[int, list[int]]]:

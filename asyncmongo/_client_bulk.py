@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import bson
 from bson.int64 import Int64
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
@@ -32,13 +31,13 @@ from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core, _csot
 from asyncmongo._common import MAX_STATEMENTS_SIZE as MAX_COMMAND_SIZE
+from asyncmongo._common import encode as _encode
 from asyncmongo._common import MAX_WRITE_BATCH_SIZE
 from asyncmongo.client_session import check_session, run_in_session
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
 
-_encode = bson.encode
 
 # A bulkWrite goes to the server as one command document (libmongoc 1.23's command API has no OP_MSG
 # document sequences), so a batch is bounded by the largest command the server takes, less room for

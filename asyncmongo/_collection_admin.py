@@ -13,7 +13,10 @@ from bson.codec_options import CodecOptions
 from bson.son import SON
 from pymongo import common, helpers_shared
 from pymongo.errors import InvalidName, OperationFailure
-from pymongo.operations import IndexModel
+from pymongo.operations import IndexModel, SearchIndexModel
+from pymongo.read_concern import DEFAULT_READ_CONCERN
+from pymongo.read_preferences import ReadPreference
+from pymongo.write_concern import DEFAULT_WRITE_CONCERN
 
 from asyncmongo import _csot
 from asyncmongo._common import primary_read
@@ -24,6 +27,8 @@ from asyncmongo.command_cursor import AsyncCommandCursor, ready_batch, run_curso
 _INDEX_CODEC_OPTIONS: CodecOptions = CodecOptions(SON)
 # Errors a drop tolerates: the collection does not exist.
 _NS_NOT_FOUND = ("ns not found", 26)
+# Search index replies are read by the driver: undecodable text is replaced, as PyMongo's.
+_REPLACE_CODEC_OPTIONS: CodecOptions = CodecOptions(unicode_decode_error_handler="replace")
 
 
 class _AdminMixin:
@@ -142,6 +147,72 @@ class _AdminMixin:
             index = dict(index)
             info[index.pop("name")] = index
         return info
+
+    # ---- Atlas search indexes (plain commands to the primary, as PyMongo sends them) ---------
+
+    async def list_search_indexes(
+        self, name: str | None = None, session: Any = None, comment: Any = None, **kwargs: Any
+    ) -> AsyncCommandCursor:
+        """A command cursor over the collection's search indexes (``$listSearchIndexes``), all of
+        them or the one named ``name``."""
+        stage: dict[str, Any] = {} if name is None else {"name": name}
+        coll = self.with_options(
+            codec_options=CodecOptions(), read_preference=ReadPreference.PRIMARY,
+            write_concern=DEFAULT_WRITE_CONCERN, read_concern=DEFAULT_READ_CONCERN,
+        )
+        return await coll.aggregate([{"$listSearchIndexes": stage}], session=session,
+                                    comment=comment, **kwargs)
+
+    async def create_search_index(
+        self, model: Any, session: Any = None, comment: Any = None, **kwargs: Any
+    ) -> str:
+        """Create one search index (a SearchIndexModel or its fields); returns its name."""
+        if not isinstance(model, SearchIndexModel):
+            model = SearchIndexModel(**model)
+        return (await self.create_search_indexes([model], session, comment, **kwargs))[0]
+
+    async def create_search_indexes(
+        self, models: list[Any], session: Any = None, comment: Any = None, **kwargs: Any
+    ) -> list[str]:
+        """Create search indexes (``createSearchIndexes``); returns their names."""
+        indexes = []
+        for index in models:
+            if not isinstance(index, SearchIndexModel):
+                raise TypeError(
+                    f"{index!r} is not an instance of pymongo.operations.SearchIndexModel"
+                )
+            indexes.append(index.document)
+        if comment is not None:
+            kwargs["comment"] = comment
+        cmd: dict[str, Any] = {"createSearchIndexes": self._name, "indexes": indexes}
+        cmd.update(kwargs)
+        reply = await self._database.command(cmd, session=session,
+                                             codec_options=_REPLACE_CODEC_OPTIONS)
+        return [index["name"] for index in reply["indexesCreated"]]
+
+    async def drop_search_index(
+        self, name: str, session: Any = None, comment: Any = None, **kwargs: Any
+    ) -> None:
+        """Drop a search index by name (``dropSearchIndex``); a missing collection is not an
+        error."""
+        cmd: dict[str, Any] = {"dropSearchIndex": self._name, "name": name}
+        await self._search_index_command(cmd, session, comment, kwargs)
+
+    async def update_search_index(
+        self, name: str, definition: Any, session: Any = None, comment: Any = None, **kwargs: Any
+    ) -> None:
+        """Replace a search index's definition (``updateSearchIndex``)."""
+        cmd: dict[str, Any] = {"updateSearchIndex": self._name, "name": name,
+                               "definition": definition}
+        await self._search_index_command(cmd, session, comment, kwargs)
+
+    async def _search_index_command(self, cmd: dict[str, Any], session: Any, comment: Any,
+                                    kwargs: dict[str, Any]) -> None:
+        cmd.update(kwargs)
+        if comment is not None:
+            cmd["comment"] = comment
+        await self._database.command(cmd, session=session, codec_options=_REPLACE_CODEC_OPTIONS,
+                                     allowable_errors=_NS_NOT_FOUND)
 
     # ---- collection ------------------------------------------------------------------------
 

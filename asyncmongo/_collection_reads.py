@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-import bson
 from bson.codec_options import CodecOptions
 from pymongo import common, helpers_shared
 from pymongo.collation import validate_collation_or_none
@@ -18,16 +17,17 @@ from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core, _csot
 from asyncmongo._common import check_command_size as _check_size
+from asyncmongo._common import encode as _encode
 from asyncmongo._common import read_prefs
 from asyncmongo.change_stream import AsyncCollectionChangeStream, open_change_stream
 from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo.command_cursor import AsyncCommandCursor
 from asyncmongo.cursor import AsyncCursor
+from asyncmongo.raw_batches import AsyncRawBatchCommandCursor, AsyncRawBatchCursor, raw_codec_options
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
 
-_encode = bson.encode
 _OP_READ = _core.OP_READ
 _RES_DOC = _core.RES_DOC
 _NAMESPACE_NOT_FOUND = 26
@@ -82,6 +82,11 @@ class _ReadsMixin:
         """
         return AsyncCursor(self, *args, **kwargs)  # type: ignore[arg-type]
 
+    def find_raw_batches(self, *args: Any, **kwargs: Any) -> AsyncRawBatchCursor:
+        """As ``find``, iterating over whole server batches: each item is the ``bytes`` of one
+        batch's BSON documents (``bson.decode_all`` reads them)."""
+        return AsyncRawBatchCursor(self, *args, **kwargs)
+
     # ---- aggregate -------------------------------------------------------------------------
 
     @_csot.apply
@@ -102,6 +107,22 @@ class _ReadsMixin:
         A pipeline ending in ``$out`` or ``$merge`` runs on the primary with the collection's write
         concern. ``timeout_mode`` (asyncmongo's): the cursor's timeout mode, see AsyncCursor.
         """
+        return await self._aggregate(pipeline, session, let, comment, kwargs, AsyncCommandCursor,
+                                     self._codec_options, timeout_mode)
+
+    async def aggregate_raw_batches(
+        self, pipeline: list[Mapping[str, Any]], session: Any = None, comment: Any = None,
+        **kwargs: Any,
+    ) -> AsyncRawBatchCommandCursor:
+        """As ``aggregate``, iterating over whole batches: each item is the ``bytes`` of one
+        batch's BSON documents."""
+        return await self._aggregate(pipeline, session, None, comment, kwargs,
+                                     AsyncRawBatchCommandCursor,
+                                     raw_codec_options(self._codec_options))
+
+    async def _aggregate(self, pipeline: Any, session: Any, let: Any, comment: Any,
+                         kwargs: dict[str, Any], cursor_class: type, codec: CodecOptions,
+                         timeout_mode: str | None = None) -> Any:
         session = check_session(self._client, session)
         if "explain" in kwargs:
             raise ConfigurationError(
@@ -164,12 +185,12 @@ class _ReadsMixin:
         raw = _check_size(_encode(cmd, False, self._codec_options))
         first = await run_in_session(
             self._client._core, session, op, _core.RES_CURSOR, self._db_name, None, raw, opts,
-            self._codec_options, _core.FLAG_PIN, 0, prefs, timeout.first_flags(),
+            codec, _core.FLAG_PIN, 0, prefs, timeout.first_flags(),
         )
         if not first.namespace:  # a server that names no namespace: the collection's
             first = _core.CursorBatch((first.cursor_id, self._full_name) + tuple(first)[2:])
-        return AsyncCommandCursor(
-            self._client, self._db_name, first, self._codec_options, batch_size or 0,
+        return cursor_class(
+            self._client, self._db_name, first, codec, batch_size or 0,
             max_await_time_ms, kwargs.get("comment"), session, timeout,
         )
 

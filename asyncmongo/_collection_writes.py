@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping as AbcMapping
 from typing import Any, Awaitable, Iterable, Mapping, Sequence
 
-import bson
 from pymongo import common, helpers_shared
 from pymongo.collation import validate_collation_or_none
 from pymongo.errors import (
@@ -26,12 +25,12 @@ from pymongo.results import BulkWriteResult, DeleteResult, UpdateResult
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core, _csot
-from asyncmongo._bulk import BulkBuilder, bulk_api_result, write_concern_error
+from asyncmongo._bulk import BulkBuilder, bulk_api_result, libmongoc_reads_array, write_concern_error
 from asyncmongo._bulk_commands import needs_commands, run_bulk_by_commands
 from asyncmongo._common import check_command_size as _check_size
+from asyncmongo._common import encode as _encode
 from asyncmongo.client_session import check_session, run_in_session
 
-_encode = bson.encode
 _validate_boolean = common.validate_boolean
 _validate_is_mapping = common.validate_is_mapping
 _index_document = helpers_shared._index_document
@@ -143,9 +142,11 @@ class _WritesMixin:
         if sort is not None:
             _validate_is_mapping("sort", sort)
             spec["sort"] = sort
-        if (not multi and sort is None and bypass_document_validation is not False
+        odd_array = isinstance(document, list) and not libmongoc_reads_array(document)
+        if (not multi and sort is None and bypass_document_validation is not False and not odd_array
                 and not _csot.enabled()):
-            # Retryable: see _single_write. (libmongoc's bulk API takes no per-update sort.)
+            # Retryable: see _single_write. (libmongoc's bulk API takes no per-update sort, and
+            # would send an odd array update as a replacement document: libmongoc_reads_array.)
             opts = {k: v for k, v in spec.items() if k in ("upsert", "collation", "arrayFilters", "hint")}
             opts["validate"] = False  # the server judges the document, as with PyMongo
             if let is not None:

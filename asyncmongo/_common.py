@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import bson
 from bson.codec_options import CodecOptions
-from pymongo.errors import DocumentTooLarge
+from bson.int64 import Int64
+from pymongo.errors import DocumentTooLarge, InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
@@ -32,7 +32,9 @@ MAX_COMMAND_SIZE = MAX_BSON_SIZE + COMMAND_OVERHEAD
 # writeConcern, apiVersion).
 MAX_STATEMENTS_SIZE = MAX_COMMAND_SIZE - 1024
 
-_encode = bson.encode
+# The core's encoder (codec.h): bson.encode's result and errors, natively.
+encode = _core.bson_encode
+_encode = encode
 
 
 def too_large(size: int) -> DocumentTooLarge:
@@ -92,3 +94,23 @@ def namespace_parts(ns: str | None, default: str = "") -> tuple[str, str]:
     ns = ns or default
     db, _, coll = ns.partition(".")
     return db, coll
+
+
+def kill_cursors_command(coll_name: str, cursor_id: int) -> bytes:
+    return _encode({"killCursors": coll_name, "cursors": [Int64(cursor_id)]})
+
+
+def kill_cursor_request(core: Any, db_name: str, coll_name: str, cursor_id: int, server_id: int,
+                        session: Any) -> Any:
+    """Send killCursors for a server cursor without waiting (fire and forget: the job never
+    raises), on the cursor's server and in ``session`` (a core session capsule: the cursor's, or
+    the user's session's, where the kill waits for the operation in flight). Returns the job's
+    future, or None when it cannot be sent (the client closed: the server dropped the cursor)."""
+    if core is None or core.closed:
+        return None
+    cmd = kill_cursors_command(coll_name, cursor_id)
+    try:
+        return core.submit(_core.OP_COMMAND, _core.RES_NONE, db_name, None, cmd, None, None,
+                           _core.FLAG_QUIET, server_id, session)
+    except InvalidOperation:
+        return None

@@ -19,7 +19,7 @@ from pymongo.read_preferences import ReadPreference, make_read_preference, read_
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core
-from asyncmongo.monitoring import command_listeners
+from asyncmongo.monitoring import listeners
 
 DEFAULT_MAX_POOL_SIZE = 100
 # PyMongo's maxPoolSize=0 means "no limit"; threads are not free, so "no limit" is this many workers.
@@ -35,7 +35,8 @@ _URI_OPTIONS = {
     "connecttimeoutms": ("connectTimeoutMS", _SECONDS_AS_MS),
     "sockettimeoutms": ("socketTimeoutMS", _SECONDS_AS_MS),
     "heartbeatfrequencyms": ("heartbeatFrequencyMS", _SECONDS_AS_MS),
-    "localthresholdms": ("localThresholdMS", _SECONDS_AS_MS),
+    # PyMongo validates this one in milliseconds (the others of its kind into seconds).
+    "localthresholdms": ("localThresholdMS", "ms"),
     "maxidletimems": ("maxIdleTimeMS", _SECONDS_AS_MS),
     "waitqueuetimeoutms": ("waitQueueTimeoutMS", _SECONDS_AS_MS),
     "serverselectiontryonce": ("serverSelectionTryOnce", "bool"),
@@ -87,6 +88,8 @@ def _render(kind: str, value: Any) -> list[str]:
     if kind == _SECONDS_AS_MS:
         # PyMongo validates milliseconds into seconds; None/0 mean "no timeout" (0 for libmongoc).
         return [str(0 if not value else round(value * 1000))]
+    if kind == "ms":
+        return [str(round(value))]
     if kind == "bool":
         return ["true" if value else "false"]
     if kind == "list":
@@ -183,10 +186,13 @@ class ClientOptions:
         for key in ("username", "password"):
             if key in options:
                 setattr(self, key, options.pop(key))
-        # Validated above by PyMongo's rules (a list or tuple of listeners); command listeners are
-        # served by the core's APM hook, any other kind is refused in command_listeners().
-        self.command_listeners = command_listeners(options.pop("event_listeners", None))
-        self.event_listeners = list(self.command_listeners)
+        # Validated above by PyMongo's rules (a list or tuple of listeners): command listeners are
+        # served by the core's command APM hook, server/heartbeat/topology ones by its SDAM hook.
+        self.listeners = listeners(options.pop("event_listeners", None))
+        # Driver metadata a library appended (AsyncMongoClient.append_metadata): kept, not sent.
+        self.driver_info: list[Any] = []
+        self.command_listeners = self.listeners.command
+        self.event_listeners = self.listeners.all
         # Client Side Operations Timeout (PyMongo validated it to seconds): asyncmongo's own, not
         # libmongoc's. Set at the client level it governs every operation, so the options it
         # deprecates never apply: libmongoc is not given them (socketTimeoutMS would cut the

@@ -33,6 +33,7 @@ from pymongo.errors import (
 )
 
 from asyncmongo import _core, _csot
+from asyncmongo._common import encode as _encode
 from asyncmongo._execute import run_job
 from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo.command_cursor import AsyncCommandCursor, kill_cursor
@@ -40,7 +41,6 @@ from asyncmongo.command_cursor import AsyncCommandCursor, kill_cursor
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
 
-_encode = bson.encode
 
 # The specification's resumable server codes for servers before 4.4 (wire version 9), which do not
 # label their errors; later servers say it with the ResumableChangeStreamError label alone.
@@ -69,6 +69,7 @@ class _StreamCursor(AsyncCommandCursor):
     postBatchResumeToken. Never resurrected: once killed, a stream opens a new one."""
 
     _result_kind = _core.RES_STREAM
+    _fetch_ahead_ok = False  # a change stream's getMore waits on the server for changes
 
     def __init__(self, stream: "AsyncChangeStream", first: Any) -> None:
         super().__init__(stream._client, stream._db_name, first, stream._job_codec_options,

@@ -12,22 +12,34 @@ import warnings
 import weakref
 from typing import Any, Mapping
 
-import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from pymongo.client_session import SessionOptions
+from pymongo.driver_info import DriverInfo
 from pymongo.errors import ConfigurationError, InvalidOperation
 from pymongo.read_concern import ReadConcern
+from pymongo.server_description import ServerDescription
+from pymongo.server_type import SERVER_TYPE
+from pymongo.topology_description import TOPOLOGY_TYPE, TopologyDescription
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core, _csot
 from asyncmongo._client_bulk import client_bulk_write
+from asyncmongo._common import encode as _encode
 from asyncmongo._common import primary_read
+from asyncmongo._execute import execute
 from asyncmongo._options import ClientOptions
+from asyncmongo._topology import (
+    members,
+    primary,
+    server_description,
+    topology_description,
+    topology_settings,
+)
 from asyncmongo.change_stream import AsyncClusterChangeStream, open_change_stream
 from asyncmongo.client_session import AsyncClientSession, check_session, run_in_session
 from asyncmongo.command_cursor import AsyncCommandCursor, ready_batch
 from asyncmongo.database import AsyncDatabase
-from asyncmongo.monitoring import _CommandPublisher
+from asyncmongo.monitoring import _CommandPublisher, _SdamPublisher
 
 # Native cores still open, for the interpreter-exit hook.
 _LIVE_CORES: "weakref.WeakSet[_core.Client]" = weakref.WeakSet()
@@ -72,9 +84,18 @@ class AsyncMongoClient:
         # Command listeners: the core installs libmongoc's APM callbacks and hands each job's
         # events to the publisher on the loop thread, before the job's future resolves.
         sink = _CommandPublisher(opts.command_listeners) if opts.command_listeners else None
+        # SDAM and heartbeat listeners: libmongoc's monitor threads report to the core, which
+        # delivers on the loop of the client's latest operation (csrc/sdam.c).
+        self._topology_settings = topology_settings(opts)
+        lst = opts.listeners
+        sdam_sink = (
+            _SdamPublisher(lst, self._topology_settings)
+            if lst.server or lst.heartbeat or lst.topology
+            else None
+        )
         self._core = _core.Client(
             opts.mongoc_uri, max_workers=opts.max_workers, wakeup=opts.wakeup, connect=opts.connect,
-            apm_sink=sink,
+            apm_sink=sink, sdam_sink=sdam_sink,
         )
         _LIVE_CORES.add(self._core)
         _csot.register(self._core, _csot.CoreSettings(opts.retry_reads, opts.retry_writes,
@@ -106,12 +127,103 @@ class AsyncMongoClient:
     def options(self) -> ClientOptions:
         return self._opts
 
+    # ---- the deployment, as libmongoc sees it ------------------------------------------------
+
     @property
-    def address(self) -> tuple[str, int] | None:
-        """(host, port) of the server for a single-host client, else None (as PyMongo's)."""
-        if len(self._opts.nodes) == 1:
-            return self._opts.nodes[0]
-        return None
+    def topology_description(self) -> TopologyDescription:
+        """libmongoc's latest description of the deployment, as PyMongo's TopologyDescription
+        (the seeds, all Unknown, before the first). Immutable: read the property again for news."""
+        return topology_description(self._core.topology(False), self._topology_settings)
+
+    @property
+    def nodes(self) -> frozenset[tuple[str, int]]:
+        """The (host, port) of every server libmongoc knows now (empty before discovery)."""
+        return frozenset(sd.address for sd in self.topology_description.known_servers)
+
+    def _description(self) -> TopologyDescription:
+        # The awaitable properties open the topology as PyMongo's do: discovery starts now.
+        return topology_description(self._core.topology(True), self._topology_settings)
+
+    async def _select_server(self) -> ServerDescription:
+        """A writable server, selected by libmongoc on a worker (waiting for discovery up to
+        serverSelectionTimeoutMS, else ServerSelectionTimeoutError), as PyMongo's server
+        properties select one."""
+        core = self._core
+        future = core.submit(_core.OP_SELECT_SERVER, _core.RES_SERVER, "admin", None, b"", None,
+                             None)
+        return server_description(await execute(core, future))
+
+    def _server_address(self, server_id: int) -> tuple[str, int] | None:
+        """(host, port) of libmongoc's server `server_id` (a cursor's), else of the only seed."""
+        facts = self._core.topology(False)
+        for server in facts.servers if facts is not None else ():
+            if server.server_id == server_id and server_id:
+                return tuple(server.address)
+        return self._opts.nodes[0] if len(self._opts.nodes) == 1 else None
+
+    @property
+    async def address(self) -> tuple[str, int] | None:
+        """(host, port) of the current standalone, primary or mongos (awaitable, as PyMongo's:
+        it waits for a writable server). InvalidOperation when load balancing among mongoses."""
+        td = self._description()
+        if td.topology_type == TOPOLOGY_TYPE.Sharded and len(td.server_descriptions()) > 1:
+            raise InvalidOperation(
+                'Cannot use "address" property when load balancing among mongoses, use "nodes" '
+                "instead."
+            )
+        return (await self._select_server()).address
+
+    @property
+    async def primary(self) -> tuple[str, int] | None:
+        """(host, port) of the replica set's primary, None if there is none known (or no replica
+        set). It does not wait for discovery, as PyMongo's."""
+        return primary(self._description())
+
+    @property
+    async def secondaries(self) -> set[tuple[str, int]]:
+        """The replica set's secondaries libmongoc knows (empty for other deployments)."""
+        return members(self._description(), SERVER_TYPE.RSSecondary)
+
+    @property
+    async def arbiters(self) -> set[tuple[str, int]]:
+        """The replica set's arbiters libmongoc knows (empty for other deployments)."""
+        return members(self._description(), SERVER_TYPE.RSArbiter)
+
+    @property
+    async def is_primary(self) -> bool:
+        """True if the selected server accepts writes (a standalone, mongos or primary)."""
+        return (await self._select_server()).is_writable
+
+    @property
+    async def is_mongos(self) -> bool:
+        """True if connected to a mongos."""
+        return (await self._select_server()).server_type == SERVER_TYPE.Mongos
+
+    def eq_props(self) -> tuple[tuple[tuple[str, int], ...], str | None, str | None, str]:
+        """What two clients compare by (PyMongo's): the seeds, replica set name, SRV host and
+        SRV service name."""
+        options = self._opts.options
+        fqdn = None
+        if self._opts.srv_uri:
+            fqdn = self._opts.srv_uri.split("://", 1)[1].split("/", 1)[0].split("@")[-1]
+        return (
+            tuple(sorted(self._opts.nodes)),
+            options.get("replicaset"),
+            fqdn,
+            options.get("srvservicename", "mongodb"),
+        )
+
+    def append_metadata(self, driver_info: DriverInfo) -> None:
+        """Record a library's driver metadata (PyMongo's ``append_metadata``; Beanie calls it): it
+        is checked as PyMongo checks it and kept in ``options.driver_info``. It does not reach the
+        server: libmongoc 1.23 fixes the handshake metadata when the process's first client is
+        made (mongoc_handshake_data_append must come before it), so new connections keep saying
+        what they said (see README, "Moving from PyMongo Async")."""
+        if not isinstance(driver_info, DriverInfo):
+            raise TypeError(
+                f"driver_info must be an instance of DriverInfo, not {type(driver_info)}"
+            )
+        self._opts.driver_info.append(driver_info)
 
     # ---- databases -------------------------------------------------------------------------
 
@@ -179,7 +291,7 @@ class AsyncMongoClient:
             cmd["comment"] = comment
         op, prefs = primary_read(self)
         reply = await run_in_session(
-            self._core, session, op, _core.RES_DOC, "admin", None, bson.encode(cmd), None,
+            self._core, session, op, _core.RES_DOC, "admin", None, _encode(cmd), None,
             DEFAULT_CODEC_OPTIONS, 0, 0, prefs,
         )
         return AsyncCommandCursor(self, "admin", ready_batch(reply["databases"], "admin.$cmd"),
@@ -281,6 +393,10 @@ class AsyncMongoClient:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
+    async def aclose(self) -> None:
+        """Close the client (PyMongo's alias of close(), for contextlib.aclosing)."""
+        await self.close()
+
     async def aconnect(self) -> None:
         """Wait until a server is selectable (PyMongo's ``aconnect``)."""
         await self.admin.command("ping")
@@ -310,6 +426,18 @@ class AsyncMongoClient:
         if barrier is not None and not barrier.done() and barrier.get_loop() is asyncio.get_running_loop():
             await asyncio.shield(barrier)
 
+    def _close_now(self) -> None:
+        """close() without waiting (Motor's synchronous close): no operation is taken from now
+        on, the queued ones fail with InvalidOperation, the running ones finish in the background
+        and the threads go after them. Sessions still open end when collected (libmongoc aborts
+        their transactions)."""
+        core = self._core
+        if core is None or self._closed:
+            return
+        self._closed = True
+        core.close(False)  # no barrier: nothing may be left for a loop that could close first
+        self._finish_close()
+
     def _finish_close(self, _barrier: Any = None) -> None:
         core = self._core
         core.destroy()
@@ -336,22 +464,52 @@ class AsyncMongoClient:
             )
 
     def __eq__(self, other: Any) -> bool:
-        return self is other
+        if isinstance(other, self.__class__):
+            return self.eq_props() == other.eq_props()
+        return NotImplemented
+
+    def __ne__(self, other: Any) -> bool:
+        return not self == other
 
     def __hash__(self) -> int:
-        return id(self)
+        return hash(self.eq_props())
 
     def __repr__(self) -> str:
         hosts = [f"{h}:{p}" for h, p in self._opts.nodes] if hasattr(self, "_opts") else []
         return f"AsyncMongoClient(host={hosts!r})"
 
+    # ---- live statistics ---------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """What the client is doing now, from counters the core keeps anyway (cheap enough to call
+        every second, e.g. from a metrics exporter: see examples/prometheus_stats.py):
+
+        - ``submitted``, ``completed``, ``failed``, ``cancelled``: operations (core jobs: a cursor's
+          each batch is one) submitted, and how each ended: with a result, with an exception, or
+          cancelled (taken out unsent, its result dropped, or its event loop closed first). Once
+          the client is idle, ``completed + failed + cancelled == submitted``.
+        - ``queued``: waiting for a worker thread; ``running``: on a worker now.
+        - ``workers``, ``workers_busy``, ``max_workers``: native worker threads alive, not idle
+          (running a job, or handing its result back and about to look for the next), and the limit
+          (maxPoolSize).
+        - ``sessions``: sessions holding a libmongoc client (explicit ones and open cursors').
+        - ``loops``: one dict per event loop using the client: ``wakeup`` ("eventfd" or
+          "threadsafe"), ``in_flight`` (jobs that will complete on it), ``completions``,
+          ``wakeups``, ``drains``; and their sums ``wakeups`` and ``drains``: completions per
+          drain above 1 show several completions handled per wake-up of the loop.
+        """
+        return self._core.stats()
+
     # ---- internals -------------------------------------------------------------------------
 
-    def __iter__(self):
-        return self
+    # Not iterable (PyMongo's PYTHON-3084): without this, iter() would try __getitem__ and make
+    # databases named 0, 1, ...
+    __iter__ = None
 
     def __next__(self):
         raise TypeError("'AsyncMongoClient' object is not iterable")
+
+    next = __next__
 
 
 @atexit.register

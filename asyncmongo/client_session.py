@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
 
-import bson
 from pymongo.client_session import SessionOptions, TransactionOptions
 from pymongo.errors import (
     ConnectionFailure,
@@ -30,6 +30,8 @@ from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core, _csot
+from asyncmongo._common import encode as _encode
+from asyncmongo._common import kill_cursor_request
 from asyncmongo._execute import run_job
 
 if TYPE_CHECKING:
@@ -37,11 +39,45 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
+# The session bound by ``async with session.bind():``: operations given no session= use it.
+_BOUND: "ContextVar[AsyncClientSession | None]" = ContextVar("asyncmongo_bound_session",
+                                                             default=None)
+
+
+class _BoundSession:
+    """What ``AsyncClientSession.bind()`` returns: binds the session for the block (this task and
+    the tasks it starts), then ends it if asked."""
+
+    def __init__(self, session: "AsyncClientSession", end_session: bool) -> None:
+        self._session = session
+        self._end_session = end_session
+        self._token: "Token[AsyncClientSession | None] | None" = None
+
+    async def __aenter__(self) -> "AsyncClientSession":
+        self._token = _BOUND.set(self._session)
+        return self._session
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._token is not None:
+            _BOUND.reset(self._token)
+            self._token = None
+        if self._end_session:
+            await self._session.end_session()
+
+
+def _absent(name: str, why: str) -> NotImplementedError:
+    return NotImplementedError(f"AsyncClientSession.{name} is not supported by asyncmongo: {why}")
+
+
+# libmongoc keeps the session's id and clock inside its session object, which only the worker
+# running the session's operation may touch: none is readable from the loop thread.
+_IN_LIBMONGOC = "libmongoc keeps the session's id and cluster/operation times to itself"
+
 # The convenient API's retry budget, as the transactions specification sets it.
 _WITH_TRANSACTION_TIMEOUT = 120.0
 _BACKOFF_INITIAL = 0.005
 _BACKOFF_MAX = 0.5
-_EMPTY = bson.encode({})
+_EMPTY = _encode({})
 # Server codes after which a commit's outcome is unknown (the transactions specification).
 _UNKNOWN_COMMIT_CODES = frozenset({64, 50, 91, 189, 262, 6, 7, 89, 9001, 10107, 11600, 11602, 13435, 13436})
 
@@ -132,6 +168,9 @@ class AsyncClientSession:
         self._busy = False
         self._state = _TxnState.NONE
         self._txn_opts: TransactionOptions | None = None
+        # Futures of cancelled operations still running that opened a server cursor: the cursor is
+        # killed in this session when they complete, so the session's end waits for them.
+        self._orphans: set[asyncio.Future[Any]] = set()
 
     # ---- PyMongo's properties --------------------------------------------------------------
 
@@ -151,6 +190,34 @@ class AsyncClientSession:
     def in_transaction(self) -> bool:
         return self._state in (_TxnState.STARTING, _TxnState.IN_PROGRESS)
 
+    def bind(self, end_session: bool = True) -> _BoundSession:
+        """``async with session.bind():`` passes this session to every operation of the block
+        that names none (PyMongo's ``bind``); the session ends at the block's end unless
+        ``end_session=False``."""
+        return _BoundSession(self, end_session)
+
+    def __copy__(self) -> "AsyncClientSession":
+        raise TypeError(f"A {self.__class__.__name__} cannot be copied")
+
+    # Deliberately absent (tests/test_api_parity.py): each raises, naming itself.
+    @property
+    def session_id(self) -> Any:
+        raise _absent("session_id", _IN_LIBMONGOC)
+
+    @property
+    def cluster_time(self) -> Any:
+        raise _absent("cluster_time", _IN_LIBMONGOC)
+
+    @property
+    def operation_time(self) -> Any:
+        raise _absent("operation_time", _IN_LIBMONGOC)
+
+    def advance_cluster_time(self, cluster_time: Any) -> None:
+        raise _absent("advance_cluster_time", _IN_LIBMONGOC)
+
+    def advance_operation_time(self, operation_time: Any) -> None:
+        raise _absent("advance_operation_time", _IN_LIBMONGOC)
+
     # ---- life ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> "AsyncClientSession":
@@ -167,6 +234,9 @@ class AsyncClientSession:
         self._ended = True
         self._state = _TxnState.NONE
         capsule, self._capsule = self._capsule, None
+        if self._orphans:
+            # Their cursors' kills go in this session, before its end (they run now, in turn).
+            await asyncio.wait(list(self._orphans))
         core = self._client._core
         if capsule is not None and core is not None and not core.closed:
             await self._session_job(core, capsule, _core.OP_SESSION_END)
@@ -180,7 +250,7 @@ class AsyncClientSession:
         """One job of the session's life (``_core.OP_SESSION_*``, ``_core.OP_TXN_*``), under the
         timeout in force."""
         kind = _core.RES_DOC if op == _core.OP_TXN_COMMIT else _core.RES_SESSION
-        return await run_job(core, op, kind, "admin", None, bson.encode(opts or {}), None, None, 0,
+        return await run_job(core, op, kind, "admin", None, _encode(opts or {}), None, None, 0,
                              0, capsule)
 
     async def _ensure_started(self) -> Any:
@@ -205,7 +275,8 @@ class AsyncClientSession:
 
     async def _run(self, core: Any, op: int, kind: int, db: str, coll: str | None, cmd: bytes,
                    opts: bytes | None, codec: Any, flags: int = 0, server_id: int = 0,
-                   read_prefs: bytes | None = None, timed: int | None = None) -> Any:
+                   read_prefs: bytes | None = None, timed: int | None = None,
+                   on_orphan: Callable[[Any, Any], None] | None = None) -> Any:
         """One operation in this session: refused while another runs. The core runs a session's
         jobs one at a time, in submission order: cancelled while queued, the operation is never
         sent; while running, it finishes before the session's next job starts. Cancelled inside a
@@ -232,15 +303,18 @@ class AsyncClientSession:
                 self._state = _TxnState.NONE  # the next operation runs outside the transaction
             in_txn = self.in_transaction
             try:
+                closer = None if on_orphan is None else lambda batch: on_orphan(batch, capsule)
                 return await run_job(core, op, kind, db, coll, cmd, opts, codec, flags, server_id,
-                                     capsule, read_prefs, timed)
+                                     capsule, read_prefs, timed, closer, self._orphans)
             except asyncio.CancelledError:
                 if in_txn:
                     self._abort_after_cancel(core, capsule)
                 raise
             except ConnectionFailure as exc:
-                # A timeout at the loop's deadline inside a transaction is a network error there,
-                # labelled as libmongoc labels its own (and PyMongo labels them).
+                # The transactions specification: a network or server selection error of an
+                # operation inside a transaction (a timeout at the loop's deadline included) is
+                # transient, as PyMongo labels it (libmongoc labels the reply, which a network
+                # error has not); a commit's is labelled by commit_transaction.
                 if in_txn and op != _core.OP_TXN_COMMIT:
                     exc._add_error_label("TransientTransactionError")
                 raise
@@ -457,18 +531,40 @@ async def run_in_session(core: Any, session: AsyncClientSession | None, op: int,
                          timed: int | None = None) -> Any:
     """Submit one job (``core.submit``'s arguments), in ``session`` if given, and await it with the
     design's cancellation and timeout rules (``timed``: what it asks under a deadline, see
-    ``_execute.run_job``)."""
+    ``_execute.run_job``). A job that opens a server cursor (``FLAG_PIN``) and is cancelled while
+    it runs has that cursor killed once it completes."""
+    opens_cursor = flags & _core.FLAG_PIN
     if session is None:
+        closer = (lambda batch: _close_orphan(core, db, batch, batch.session)) if opens_cursor else None
         return await run_job(core, op, kind, db, coll, cmd, opts, codec, flags, server_id, None,
-                             read_prefs, timed)
+                             read_prefs, timed, closer)
     return await session._run(core, op, kind, db, coll, cmd, opts, codec, flags, server_id,
-                              read_prefs, timed)
+                              read_prefs, timed,
+                              (lambda batch, capsule: _close_orphan(core, db, batch, capsule))
+                              if opens_cursor else None)
+
+
+def _close_orphan(core: Any, db: str, batch: Any, capsule: Any) -> None:
+    """Kill the server cursor of a batch nobody will read (its task was cancelled while the
+    command ran), in ``capsule``: the cursor's own session, or the user's, behind its operations."""
+    if batch.cursor_id and batch.namespace:
+        kill_cursor_request(core, db, batch.namespace.split(".", 1)[1], batch.cursor_id,
+                            batch.server_id, capsule)
 
 
 def check_session(client: "AsyncMongoClient", session: Any) -> AsyncClientSession | None:
-    """``session=`` of an operation: None, or a live session of this client."""
+    """``session=`` of an operation: None, or a live session of this client; with none given, the
+    session bound by ``session.bind()``, if any."""
     if session is None:
-        return None
+        bound = _BOUND.get()
+        if bound is None:
+            return None
+        if bound._client is not client:
+            raise InvalidOperation(
+                "Only the client that created the bound session can perform operations within "
+                "its context block."
+            )
+        return bound
     if not isinstance(session, AsyncClientSession):
         raise TypeError(
             f"session must be an instance of asyncmongo.client_session.AsyncClientSession, "

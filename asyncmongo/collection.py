@@ -10,7 +10,6 @@ from asyncio import CancelledError
 from collections.abc import Mapping as AbcMapping
 from typing import TYPE_CHECKING, Any, Iterable
 
-import bson
 from bson.codec_options import CodecOptions
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
@@ -19,6 +18,7 @@ from pymongo.collation import validate_collation_or_none
 from pymongo.errors import (
     BulkWriteError,
     ConfigurationError,
+    InvalidDocument,
     InvalidName,
     InvalidOperation,
 )
@@ -31,13 +31,13 @@ from asyncmongo._collection_admin import _AdminMixin
 from asyncmongo._collection_reads import _ReadsMixin
 from asyncmongo._bulk import bulk_api_result
 from asyncmongo._collection_writes import _WritesMixin
-from asyncmongo._common import MAX_BSON_SIZE, check_command_size, check_options, read_prefs, too_large
+from asyncmongo._common import MAX_BSON_SIZE, check_options, read_prefs, too_large
+from asyncmongo._common import encode as _encode
 from asyncmongo.client_session import check_session, run_in_session
 
 if TYPE_CHECKING:
     from asyncmongo.database import AsyncDatabase
 
-_encode = bson.encode
 _OP_INSERT = _core.OP_INSERT
 _OP_READ = _core.OP_READ
 _RES_WRITE = _core.RES_WRITE
@@ -176,11 +176,13 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
     def __repr__(self) -> str:
         return f"AsyncCollection({self._database!r}, {self._name!r})"
 
-    def __iter__(self):
-        return self
+    # Not iterable (PyMongo's PYTHON-3084): iter() would otherwise make sub-collections 0, 1...
+    __iter__ = None
 
     def __next__(self):
         raise TypeError("'AsyncCollection' object is not iterable")
+
+    next = __next__
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(
@@ -243,11 +245,11 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
             await self._insert_by_commands([document], True, comment, session, single=True,
                                            bypass=bypass_document_validation)
             return InsertOneResult(document.get("_id"), self._acknowledged)
-        raw = self._encode_document(document)
+        # The core checks the document, adds its _id and encodes it into the job (client.c).
         flags = _core.FLAG_BYPASS if bypass_document_validation else 0
         await run_in_session(
-            self._client._core, session, _OP_INSERT, _RES_WRITE, self._db_name, self._name, raw,
-            self._insert_opts(comment), None, flags,
+            self._client._core, session, _OP_INSERT, _RES_WRITE, self._db_name, self._name,
+            [document], self._insert_opts(comment), self._codec_options, flags,
         )
         return InsertOneResult(document.get("_id"), self._acknowledged)
 
@@ -263,35 +265,43 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         session = self._write_session(session)
         if isinstance(documents, AbcMapping) or not isinstance(documents, Iterable) or not documents:
             raise TypeError("documents must be a non-empty list")
-        common.validate_boolean("ordered", ordered)
-        ids: list[Any] = []
-        chunks: list[bytes] = []
-        docs: list[Any] = []
-        for document in documents:
-            chunks.append(self._encode_document(document))
-            ids.append(document.get("_id"))
-            docs.append(document)
-        if not chunks:  # an iterator that turned out empty, as PyMongo's bulk says
+        docs = list(documents)
+        if not isinstance(ordered, bool):
+            # PyMongo never checks ordered (it sends it for the server to judge); libmongoc's bulk
+            # API takes a boolean only. Refused before anything is sent, once the documents passed
+            # PyMongo's checks, in PyMongo's order: every one's type, then each one's encoding.
+            for document in docs:
+                common.validate_is_document_type("document", document)
+            for document in docs:
+                self._encode_document(document)
+            common.validate_boolean("ordered", ordered)
+        if not docs:  # an iterator that turned out empty, as PyMongo's bulk says
             raise InvalidOperation("No operations to execute")
         if bypass_document_validation is False or _csot.enabled():  # see insert_one
             await self._insert_by_commands(docs, ordered, comment, session,
                                            bypass=bypass_document_validation)
-            return InsertManyResult(ids, self._acknowledged)
+            return InsertManyResult([d.get("_id") for d in docs], self._acknowledged)
         opts: dict[str, Any] = {"ordered": ordered}
         if self._write_opts is not None:
             opts["writeConcern"] = self._write_concern.document
         if comment is not None:
             opts["comment"] = comment
         flags = _core.FLAG_BYPASS if bypass_document_validation else 0
+        # The core checks each document, adds its _id and encodes them into the job (client.c).
         try:
             await run_in_session(
-                self._client._core, session, _OP_INSERT, _RES_BULK, self._db_name, self._name,
-                b"".join(chunks), _encode(opts), None, flags,
+                self._client._core, session, _OP_INSERT, _RES_BULK, self._db_name, self._name, docs,
+                _encode(opts), self._codec_options, flags,
             )
         except BulkWriteError as exc:
             # libmongoc's bulk reply, in the shape PyMongo gives BulkWriteError.details.
             raise BulkWriteError(bulk_api_result(exc.details, docs)) from None
-        return InsertManyResult(ids, self._acknowledged)
+        except InvalidDocument:
+            # The core encodes document by document; PyMongo checks every one's type first.
+            for document in docs:
+                common.validate_is_document_type("document", document)
+            raise
+        return InsertManyResult([d.get("_id") for d in docs], self._acknowledged)
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -335,7 +345,7 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
         let: Any = None,
         session: Any = None,
         allow_disk_use: bool | None = None,
-    ) -> tuple[bytes, Any]:
+    ) -> tuple[dict[str, Any], Any]:
         session = check_session(self._client, session)
         if filter is None:
             filter = {}
@@ -373,7 +383,7 @@ class AsyncCollection(_ReadsMixin, _WritesMixin, _AdminMixin):
             cmd["allowDiskUse"] = common.validate_boolean("allow_disk_use", allow_disk_use)
         # The collection's read concern travels in the job's options (_find_opts), where libmongoc
         # puts it, once, into the command; its read preference beside them (_read_prefs).
-        return check_command_size(_encode(cmd, False, self._codec_options)), session
+        return cmd, session  # encoded by the core into the job, size checked (client.c)
 
     # ---- collection-level ------------------------------------------------------------------
 

@@ -18,19 +18,19 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, Mapping
 
-import bson
 from bson.codec_options import CodecOptions
 from bson.int64 import Int64
-from pymongo.errors import InvalidOperation, PyMongoError
+from pymongo.errors import ConnectionFailure, InvalidOperation, PyMongoError
 
 from asyncmongo import _core, _csot
-from asyncmongo._execute import run_job
+from asyncmongo._common import encode as _encode
+from asyncmongo._common import kill_cursor_request, kill_cursors_command
+from asyncmongo._execute import execute, run_job
 from asyncmongo.client_session import run_in_session
 
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
 
-_encode = bson.encode
 CursorBatch = _core.CursorBatch
 
 
@@ -46,6 +46,9 @@ class AsyncCommandCursor:
 
     # What the getMore jobs return (a change stream's cursor asks for its resume tokens too).
     _result_kind = _core.RES_CURSOR
+    # Whether the next batch is fetched while the application consumes this one (not for cursors
+    # whose getMore waits on the server: tailable awaitData cursors and change streams).
+    _fetch_ahead_ok = True
 
     def __init__(
         self,
@@ -58,6 +61,8 @@ class AsyncCommandCursor:
         comment: Any = None,
         session: Any = None,
         timeout: "_csot.CursorTimeout | None" = None,
+        *,
+        fetch_ahead: bool = True,
     ) -> None:
         # `first`: the _core.CursorBatch of the command that opened the cursor.
         self._client = client
@@ -79,6 +84,13 @@ class AsyncCommandCursor:
         self._data: deque[Any] = deque(first.documents)
         self._killed = first.cursor_id == 0
         self._timeout = timeout if timeout is not None else _csot.CursorTimeout(None)
+        # The getMore fetching the next batch ahead (a core future), or None; at most one.
+        self._ahead: Any = None
+        # Who starts fetching ahead: this cursor after each batch, or (False) the cursor wrapping
+        # it (AsyncCursor, which knows how many documents its limit leaves).
+        self._auto_ahead = fetch_ahead
+        if fetch_ahead:
+            self._fetch_ahead(batch_size)
 
     # ---- properties ------------------------------------------------------------------------
 
@@ -93,7 +105,13 @@ class AsyncCommandCursor:
 
     @property
     def address(self) -> tuple[str, int] | None:
-        return self._client.address
+        """(host, port) of the server the cursor lives on."""
+        return self._client._server_address(self._server_id)
+
+    @property
+    def session(self) -> Any:
+        """The explicit session the cursor runs in, or None."""
+        return self._user_session
 
     def batch_size(self, batch_size: int) -> "AsyncCommandCursor":
         if not isinstance(batch_size, int) or isinstance(batch_size, bool):
@@ -106,21 +124,67 @@ class AsyncCommandCursor:
     # ---- fetching --------------------------------------------------------------------------
 
     async def _get_more(self, deadline: float | None = None) -> None:
-        """One job: the next batch from the cursor's server, decoded in one call, under the
-        cursor's timeout rule (``deadline``: that of the next call in progress)."""
+        """The next batch from the cursor's server, decoded in one call: the one fetched ahead,
+        else one getMore job now, under the cursor's timeout rule (``deadline``: that of the next
+        call in progress). A failed or cancelled fetch changes nothing here, the cursor stays
+        closable, but for a connection failure: the connection is gone, and so is the cursor (or
+        the server times it out), so no killCursors follows (PyMongo sends none either); a
+        timeoutMS timeout leaves it to close(), as the CSOT specification says."""
+        try:
+            batch = await self._fetch(deadline)
+        except ConnectionFailure as exc:
+            if not (exc.timeout and (self._timeout.timeout is not None
+                                     or _csot.TIMEOUT.get() is not None)):
+                self._killed = True
+                self._session = None
+            raise
+        self._on_batch(batch)
+        if self._auto_ahead:
+            self._fetch_ahead(self._batch_size)
+
+    async def _fetch(self, deadline: float | None) -> Any:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            return await execute(self._core, ahead, self._session)
         timeout = self._timeout
         # maxTimeMS on a getMore is the awaitData cursor's await, and only there.
         max_await = self._max_await_time_ms if timeout.await_data or not timeout.tailable else None
         cmd = getmore_command(self._id, self._coll_name, self._batch_size, max_await,
                               self._comment)
-        # A failed or cancelled fetch changes nothing here: the cursor stays closable.
         with timeout.fetch(deadline):
-            batch = await run_getmore(
+            return await run_getmore(
                 self._core, self._user_session, self._session, self._result_kind, self._db_name,
                 cmd, self._codec_options, self._server_id,
                 timeout.get_more_flags(max_await is not None),
             )
-        self._on_batch(batch)
+
+    def _fetch_ahead(self, batch_size: int | None) -> None:
+        """Start the next getMore now (``batch_size`` documents, None or 0 for the server's
+        default), so that the server's and the network's time overlap the application's: one batch
+        ahead at most. Not in an explicit session of the user's (its operations run one at a time,
+        and the user's next one would find it busy), nor under a timeout (each getMore has the
+        deadline of its cursor's mode, or of the caller's block)."""
+        if (self._ahead is not None or self._killed or not self._id or not self._fetch_ahead_ok
+                or self._user_session is not None or self._core is None or self._core.closed
+                or self._timeout.timeout is not None or _csot.TIMEOUT.get() is not None):
+            return
+        cmd = getmore_command(self._id, self._coll_name, batch_size, self._max_await_time_ms,
+                              self._comment)
+        try:
+            self._ahead = self._core.submit(_core.OP_READ, self._result_kind, self._db_name, None,
+                                            cmd, None, self._codec_options, 0, self._server_id,
+                                            self._session)
+        except (InvalidOperation, RuntimeError):
+            self._ahead = None  # the client closed, or no loop runs: fetched when needed
+
+    def _drop_ahead(self) -> None:
+        """Forget the batch fetched ahead: unqueued if it has not started, else its result is
+        dropped when it arrives (retrieved, so that no error of it is reported as lost)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        self._core.cancel(ahead, self._session)
+        ahead.add_done_callback(_retrieve)
 
     def _on_batch(self, batch: Any) -> None:
         if not self._killed:  # a close() that ran meanwhile stays closed
@@ -175,26 +239,23 @@ class AsyncCommandCursor:
 
     # ---- closing ---------------------------------------------------------------------------
 
-    def _kill_job(self) -> tuple[bytes, Any] | None:
-        """The killCursors to send and the session capsule it goes in (the cursor's, so it runs
-        after a getMore still in flight there, or the user's), or None when nothing needs to be
-        (or can be) sent; the cursor is closed from here on."""
+    def _kill_job(self) -> tuple[int, Any] | None:
+        """The server cursor to kill and the session capsule its killCursors goes in (the
+        cursor's, so it runs after a getMore still in flight there, one fetched ahead included, or
+        the user's), or None when nothing needs to be sent; the cursor is closed from here on."""
+        self._drop_ahead()
         if self._killed or not self._id:
             self._killed = True
             return None
         self._killed = True
-        core = self._core
-        if core is None or core.closed:
-            return None
-        cmd = _encode({"killCursors": self._coll_name, "cursors": [Int64(self._id)]})
         session, self._session = self._session, None
         user = self._user_session
         if user is not None:
-            # In the user's session: it waits there for any running operation.
-            if user.has_ended or user._capsule is None:
-                return None
-            session = user._capsule
-        return cmd, session
+            # In the user's session: it waits there for any running operation. Once that session
+            # has ended, in none: as PyMongo kills a cursor collected after its session ended
+            # ("later in a different session"), rather than leave it open.
+            session = None if user.has_ended or user._capsule is None else user._capsule
+        return self._id, session
 
     def _kill_request(self) -> Any:
         """Send killCursors without waiting (fire and forget: the job never raises), if needed.
@@ -202,11 +263,8 @@ class AsyncCommandCursor:
         job = self._kill_job()
         if job is None:
             return None
-        try:
-            return self._core.submit(_core.OP_COMMAND, _core.RES_NONE, self._db_name, None, job[0],
-                                     None, None, _core.FLAG_QUIET, self._server_id, job[1])
-        except InvalidOperation:  # the client closed meanwhile: the server dropped the cursor
-            return None
+        return kill_cursor_request(self._core, self._db_name, self._coll_name, job[0],
+                                   self._server_id, job[1])
 
     async def close(self) -> None:
         """Close the cursor: killCursors if the server still has it, under the cursor's timeout
@@ -240,19 +298,25 @@ async def kill_cursor(cursor: AsyncCommandCursor, timeout: "_csot.CursorTimeout"
             if future is not None:
                 await future
             return
+        core = cursor._core
         job = cursor._kill_job()
-        if job is None:
+        if job is None or core is None or core.closed:
             return
         try:
-            await run_job(cursor._core, _core.OP_COMMAND, _core.RES_NONE, cursor._db_name, None,
-                          job[0], None, None, _core.FLAG_QUIET, cursor._server_id, job[1], None,
-                          _csot.COMMAND)
+            await run_job(core, _core.OP_COMMAND, _core.RES_NONE, cursor._db_name, None,
+                          kill_cursors_command(cursor._coll_name, job[0]), None, None,
+                          _core.FLAG_QUIET, cursor._server_id, job[1], None, _csot.COMMAND)
         except (PyMongoError, InvalidOperation):
             pass  # a close that timed out: the server drops the cursor in time
 
 
+def _retrieve(future: Any) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def getmore_command(cursor_id: int, coll_name: str, batch_size: int | None,
-                    max_time_ms: int | None, comment: Any) -> bytes:
+                    max_time_ms: int | None, comment: Any) -> dict[str, Any]:
     """A getMore, with PyMongo's optional fields."""
     cmd: dict[str, Any] = {"getMore": Int64(cursor_id), "collection": coll_name}
     if batch_size:
@@ -261,11 +325,11 @@ def getmore_command(cursor_id: int, coll_name: str, batch_size: int | None,
         cmd["maxTimeMS"] = max_time_ms
     if comment is not None:
         cmd["comment"] = comment
-    return _encode(cmd)
+    return cmd  # encoded by the core into the job (client.c)
 
 
 async def run_getmore(core: Any, user_session: Any, capsule: Any, result_kind: int, db_name: str,
-                      cmd: bytes, codec_options: CodecOptions, server_id: int,
+                      cmd: Any, codec_options: CodecOptions, server_id: int,
                       timed: int = _csot.UNBOUNDED) -> Any:
     """One getMore job on the cursor's server: in the user's explicit session if the cursor was
     opened in one, else in the cursor's own session (``capsule``). Never retried (the retryable

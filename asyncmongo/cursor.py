@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import bson
 from bson.code import Code
 from bson.codec_options import CodecOptions
 from pymongo import helpers_shared
@@ -34,6 +33,7 @@ from pymongo.errors import ConnectionFailure, InvalidOperation, OperationFailure
 
 from asyncmongo import _core, _csot
 from asyncmongo._common import check_command_size as _check_size
+from asyncmongo._common import encode as _encode
 from asyncmongo._execute import run_job
 from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo.command_cursor import AsyncCommandCursor, kill_cursor
@@ -41,7 +41,6 @@ from asyncmongo.command_cursor import AsyncCommandCursor, kill_cursor
 if TYPE_CHECKING:
     from asyncmongo.collection import AsyncCollection
 
-_encode = bson.encode
 
 # Legacy "$query" modifiers a filter may carry, and the find command fields they become (PyMongo's).
 _MODIFIERS = {
@@ -475,7 +474,7 @@ class AsyncCursor:
         timeout = self._csot
         if timeout.await_data:
             _csot.check_max_await(self._max_await_time_ms, timeout.timeout)
-        cmd = _check_size(_encode(self._find_command(), False, self._codec_options))
+        cmd = self._find_command()  # encoded by the core into the job, size checked (client.c)
         try:
             with timeout.fetch(self._next_deadline):
                 first = await run_in_session(
@@ -494,32 +493,44 @@ class AsyncCursor:
             first = _core.CursorBatch((first.cursor_id, f"{self._dbname}.{self._collname}")
                                       + tuple(first)[2:])
         inner = AsyncCommandCursor(client, self._dbname, first, self._codec_options, None,
-                                   self._max_await_time_ms, self._comment, self._session, timeout)
+                                   self._max_await_time_ms, self._comment, self._session, timeout,
+                                   fetch_ahead=False)
         self._inner = inner
         self._data = inner._data
-        self._address = client.address
+        self._address = client._server_address(first.server_id)
         self._after_batch(len(inner._data))
         if self._limit and self._id and self._limit <= self._retrieved:
             await self._die()
+        else:
+            self._fetch_ahead()
 
-    async def _send_get_more(self) -> None:
-        """One getMore job, asking no more than the limit leaves."""
-        inner = self._inner
-        assert inner is not None
+    def _get_more_size(self) -> int:
+        """How many documents the next getMore asks for: no more than the limit leaves."""
         if self._limit:
             n = abs(self._limit) - self._retrieved
-            if self._batch_size:
-                n = min(n, self._batch_size)
-        else:
-            n = self._batch_size
-        inner._batch_size = n
+            return min(n, self._batch_size) if self._batch_size else n
+        return self._batch_size
+
+    def _fetch_ahead(self) -> None:
+        """Start the next getMore while the application reads this batch (not for tailable
+        cursors: their getMore waits on the server for new documents)."""
+        if self._inner is not None and self._id and not (
+                self._query_flags & _QUERY_OPTIONS["tailable_cursor"]):
+            self._inner._fetch_ahead(self._get_more_size())
+
+    async def _send_get_more(self) -> None:
+        """One getMore job (or the one fetched ahead), asking no more than the limit leaves."""
+        inner = self._inner
+        assert inner is not None
+        inner._batch_size = self._get_more_size()
         inner._max_await_time_ms = self._max_await_time_ms
         try:
             await inner._get_more(self._next_deadline)
         except PyMongoError as exc:
-            if exc.timeout:
-                # Timed out: the iteration ends here (the batch may be lost); the server cursor
-                # stays for close() to kill under the timeout afresh (the specification).
+            if exc.timeout and (self._csot.timeout is not None or _csot.TIMEOUT.get() is not None):
+                # Timed out under timeoutMS: the iteration ends here (the batch may be lost); the
+                # server cursor stays for close() to kill under the timeout afresh (the CSOT
+                # specification). A socketTimeoutMS timeout is a connection failure like any.
                 self._killed = True
                 raise
             await self._get_more_failed(exc)
@@ -534,6 +545,8 @@ class AsyncCursor:
         self._after_batch(len(inner._data))
         if self._limit and self._id and self._limit <= self._retrieved:
             await self._die()
+        else:
+            self._fetch_ahead()
 
     async def _get_more_failed(self, exc: PyMongoError) -> None:
         """A getMore failed (not a timeout): close the cursor as PyMongo does and raise, but for a
@@ -665,13 +678,17 @@ class AsyncCursor:
     async def rewind(self) -> "AsyncCursor":
         """Close, and reset to the unevaluated state: iterating again runs the query again."""
         await self.close()
+        self._reset()
+        return self
+
+    def _reset(self) -> None:
+        # The unevaluated state (the server cursor, if any, is closed or being killed).
         self._inner = None
         self._data = deque()
         self._id = None
         self._address = None
         self._retrieved = 0
         self._killed = False
-        return self
 
     async def __aenter__(self) -> "AsyncCursor":
         return self

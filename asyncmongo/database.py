@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
+from bson.dbref import DBRef
 from bson.son import SON
 from pymongo import common
 from pymongo.collation import validate_collation_or_none
@@ -15,6 +15,7 @@ from pymongo.errors import (
     InvalidName,
     InvalidOperation,
     OperationFailure,
+    ProtocolError,
 )
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
@@ -22,12 +23,12 @@ from pymongo.write_concern import WriteConcern
 
 from asyncmongo import _core, _csot
 from asyncmongo._common import check_command_size, check_options, primary_read, read_prefs
+from asyncmongo._common import encode as _encode
 from asyncmongo.change_stream import AsyncDatabaseChangeStream, open_change_stream
 from asyncmongo.client_session import check_session, run_in_session
 from asyncmongo.collection import AsyncCollection
 from asyncmongo.command_cursor import AsyncCommandCursor, run_cursor_command
 
-_encode = bson.encode
 if TYPE_CHECKING:
     from asyncmongo.client import AsyncMongoClient
 
@@ -166,7 +167,7 @@ class AsyncDatabase:
             codec_options = DEFAULT_CODEC_OPTIONS
         if not isinstance(codec_options, CodecOptions):
             raise TypeError("codec_options must be an instance of CodecOptions")
-        cmd = check_command_size(bson.encode(command, False, self._codec_options))
+        cmd = check_command_size(_encode(command, False, self._codec_options))
         core = self._client._core
         try:
             return await run_in_session(
@@ -201,7 +202,7 @@ class AsyncDatabase:
         elif _csot.enabled():
             # Under a timeout no wtimeout: the options' write concern, or the client's libmongoc
             # would add, without it.
-            wc = bson.decode(write_opts).get("writeConcern") if write_opts else None
+            wc = _core.bson_decode(write_opts).get("writeConcern") if write_opts else None
             if wc is None:
                 write_opts = _csot.write_opts(self._client.write_concern, None)
             elif "wtimeout" in wc:
@@ -433,11 +434,18 @@ class AsyncDatabase:
         # A plain command, as PyMongo's (it retries it as a read; libmongoc's command path does
         # not, the core does under a timeout).
         op = _core.OP_READ if prefs is not None else _core.OP_COMMAND
-        return await run_cursor_command(
-            self._client, self._name, command, codec_options, None, op, prefs,
-            max_await_time_ms=max_await_time_ms, comment=comment, session=session,
-            timeout=timeout,
-        )
+        # Does the reply hold a cursor? Asked of the reply itself: the core's cursor job refuses
+        # one without (as a protocol error), which is PyMongo's InvalidOperation here.
+        try:
+            return await run_cursor_command(
+                self._client, self._name, command, codec_options, None, op, prefs,
+                max_await_time_ms=max_await_time_ms, comment=comment, session=session,
+                timeout=timeout,
+            )
+        except ProtocolError as exc:
+            if "no cursor" not in str(exc):
+                raise
+            raise InvalidOperation("Command does not return a cursor.") from None
 
     @_csot.apply
     async def watch(
@@ -482,22 +490,82 @@ class AsyncDatabase:
             _csot.inherit(timeout, self._timeout),
         )
 
+    async def dereference(self, dbref: Any, session: Any = None, comment: Any = None,
+                          **kwargs: Any) -> Any:
+        """The document a DBRef points to, or None; ValueError if it names another database."""
+        if not isinstance(dbref, DBRef):
+            raise TypeError(f"cannot dereference a {type(dbref)}")
+        if dbref.database is not None and dbref.database != self._name:
+            raise ValueError(
+                f"trying to dereference a DBRef that points to another database "
+                f"({dbref.database!r} not {self._name!r})"
+            )
+        return await self[dbref.collection].find_one(
+            {"_id": dbref.id}, session=session, comment=comment, **kwargs
+        )
+
+    async def validate_collection(
+        self,
+        name_or_collection: Any,
+        scandata: bool = False,
+        full: bool = False,
+        session: Any = None,
+        background: bool | None = None,
+        comment: Any = None,
+    ) -> dict[str, Any]:
+        """Run ``validate`` on a collection; CollectionInvalid if the server finds it invalid.
+        Returns the server's reply."""
+        name = name_or_collection
+        if isinstance(name, AsyncCollection):
+            name = name.name
+        if not isinstance(name, str):
+            raise TypeError(
+                f"name_or_collection must be an instance of str or AsyncCollection, not {type(name)}"
+            )
+        cmd: dict[str, Any] = {"validate": name, "scandata": scandata, "full": full}
+        if comment is not None:
+            cmd["comment"] = comment
+        if background is not None:
+            cmd["background"] = background
+        result = await self.command(cmd, session=session)
+        # The verdict, in each of the shapes servers give it (PyMongo reads the same fields).
+        texts: list[str] = []
+        valid = True
+        if "result" in result:
+            texts.append(result["result"])
+        elif "raw" in result:
+            for shard in result["raw"].values():
+                if "result" in shard:
+                    texts.append(shard["result"])
+                elif not shard.get("valid", False):
+                    valid = False
+        elif not result.get("valid", False):
+            valid = False
+        for info in texts:
+            if "exception" in info or "corrupt" in info:
+                raise CollectionInvalid(f"{name} invalid: {info}")
+        if not valid:
+            raise CollectionInvalid(f"{name} invalid: {result!r}")
+        return result
+
     def __eq__(self, other: Any) -> bool:
         if isinstance(other, AsyncDatabase):
-            return self._client is other._client and self._name == other._name
+            return self._client == other._client and self._name == other._name
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((id(self._client), self._name))
+        return hash((self._client, self._name))
 
     def __repr__(self) -> str:
         return f"AsyncDatabase({self._client!r}, {self._name!r})"
 
-    def __iter__(self):
-        return self
+    # Not iterable (PyMongo's PYTHON-3084): iter() would otherwise make collections named 0, 1...
+    __iter__ = None
 
     def __next__(self):
         raise TypeError("'AsyncDatabase' object is not iterable")
+
+    next = __next__
 
     def __bool__(self) -> bool:
         raise NotImplementedError(

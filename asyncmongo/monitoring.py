@@ -1,10 +1,16 @@
-"""Command monitoring: PyMongo's ``CommandListener`` objects, fed from libmongoc's APM callbacks.
+"""Monitoring: PyMongo's listener objects, fed from libmongoc's APM callbacks.
 
-The C core records each command's started/succeeded/failed events on the worker that ran it and hands
-them, as plain tuples, to a ``_CommandPublisher`` on the loop thread before the operation's future
-resolves. The publisher builds PyMongo's own event classes (``pymongo.monitoring``), so listeners
-written for PyMongo work unchanged. Only command listeners are supported: server, heartbeat,
-topology and pool listeners are refused (libmongoc 1.23's SDAM/CMAP events are not wired yet).
+Command events: the C core records each command's started/succeeded/failed events on the worker that
+ran it and hands them, as plain tuples, to a ``_CommandPublisher`` on the loop thread before the
+operation's future resolves.
+
+SDAM and heartbeat events (ServerListener, TopologyListener, ServerHeartbeatListener): libmongoc's
+monitor threads report them to the core, which records them GIL-free and delivers them in order, on
+the loop thread of the client's latest operation, to an ``_SdamPublisher`` (csrc/sdam.c).
+
+Both build PyMongo's own event classes (``pymongo.monitoring``), so listeners written for PyMongo
+work unchanged. ConnectionPoolListener objects are accepted and receive nothing: libmongoc 1.23 has
+no connection pool (CMAP) events to report, and asyncmongo does not invent them.
 """
 
 from __future__ import annotations
@@ -13,67 +19,76 @@ import logging
 import warnings
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo import monitoring
-from pymongo.errors import ConfigurationError
+from pymongo.hello import Hello
 from pymongo.monitoring import (
     CommandFailedEvent,
     CommandListener,
     CommandStartedEvent,
     CommandSucceededEvent,
     ConnectionPoolListener,
+    ServerClosedEvent,
+    ServerDescriptionChangedEvent,
+    ServerHeartbeatFailedEvent,
     ServerHeartbeatListener,
+    ServerHeartbeatStartedEvent,
+    ServerHeartbeatSucceededEvent,
     ServerListener,
+    ServerOpeningEvent,
+    TopologyClosedEvent,
+    TopologyDescriptionChangedEvent,
     TopologyListener,
+    TopologyOpenedEvent,
 )
+
+from asyncmongo import _core
+from asyncmongo._topology import server_description, topology_description
 
 _log = logging.getLogger("asyncmongo")
-
-_UNSUPPORTED = (
-    (ServerListener, "ServerListener"),
-    (ServerHeartbeatListener, "ServerHeartbeatListener"),
-    (TopologyListener, "TopologyListener"),
-    (ConnectionPoolListener, "ConnectionPoolListener"),
-)
 
 # Tuple fields from the core (csrc/apm.c).
 _STARTED, _SUCCEEDED, _FAILED = 0, 1, 2
 
 
-def _unsupported_kinds(listener: Any) -> list[str]:
-    return [name for cls, name in _UNSUPPORTED if isinstance(listener, cls)]
+class Listeners(NamedTuple):
+    """A client's listeners by kind: the globally registered ones first, then its own."""
+
+    command: list[CommandListener]
+    server: list[ServerListener]
+    heartbeat: list[ServerHeartbeatListener]
+    topology: list[TopologyListener]
+    pool: list[ConnectionPoolListener]
+
+    @property
+    def all(self) -> list[Any]:
+        out: list[Any] = []
+        for group in self:
+            out.extend(lst for lst in group if lst not in out)
+        return out
 
 
-def command_listeners(listeners: Sequence[Any] | None) -> list[CommandListener]:
-    """The command listeners a client publishes to: the globally registered ones
-    (``pymongo.monitoring.register``), then ``listeners`` (already validated by PyMongo's rules).
-
-    A listener of another kind in ``listeners`` raises ConfigurationError; a globally registered one
-    is warned about (it may belong to another library using PyMongo), never silently dropped."""
-    for listener in listeners or ():
-        kinds = _unsupported_kinds(listener)
-        if kinds:
-            raise ConfigurationError(
-                f"event_listeners: asyncmongo does not support {' or '.join(kinds)} objects yet "
-                f"({listener!r}); only CommandListener is supported"
-            )
+def listeners(own: Sequence[Any] | None) -> Listeners:
+    """The listeners a client publishes to: ``pymongo.monitoring.register``'s, then ``own``
+    (already validated by PyMongo's rules). A pool listener gets a warning: it will hear nothing."""
     registered = monitoring._LISTENERS
-    global_others = (
-        registered.server_listeners
-        + registered.server_heartbeat_listeners
-        + registered.topology_listeners
-        + registered.cmap_listeners
+    own = list(own or ())
+    out = Listeners(
+        list(registered.command_listeners) + [x for x in own if isinstance(x, CommandListener)],
+        list(registered.server_listeners) + [x for x in own if isinstance(x, ServerListener)],
+        list(registered.server_heartbeat_listeners)
+        + [x for x in own if isinstance(x, ServerHeartbeatListener)],
+        list(registered.topology_listeners) + [x for x in own if isinstance(x, TopologyListener)],
+        list(registered.cmap_listeners) + [x for x in own if isinstance(x, ConnectionPoolListener)],
     )
-    if global_others:
+    if out.pool:
         warnings.warn(
-            "asyncmongo ignores the globally registered server, heartbeat, topology and connection "
-            f"pool listeners {global_others!r}: only command listeners are supported yet",
+            f"asyncmongo cannot report connection pool events: libmongoc {_core.MONGOC_VERSION} "
+            f"has no connection pool monitoring, so {out.pool!r} will receive no events",
             UserWarning,
             stacklevel=4,
         )
-    out = list(registered.command_listeners)
-    out.extend(lst for lst in listeners or () if isinstance(lst, CommandListener))
     return out
 
 
@@ -129,4 +144,77 @@ class _CommandPublisher:
                     _log.exception("command listener %r raised in %s()", listener, method)
 
 
-__all__ = ["command_listeners"]
+def _call(listener: Any, method: str, event: Any) -> None:
+    try:
+        getattr(listener, method)(event)
+    except Exception:
+        _log.exception("%s listener %r raised in %s()", type(event).__name__, listener, method)
+
+
+class _SdamPublisher:
+    """The core's ``sdam_sink``: turns SdamEvent records (csrc/sdam.c) into PyMongo's SDAM and
+    heartbeat events and calls the listeners, in the order libmongoc reported them. Called on the
+    loop thread of the client's latest operation. A listener that raises is logged (logger
+    "asyncmongo") and does not affect the others."""
+
+    __slots__ = ("_server", "_heartbeat", "_topology", "_settings")
+
+    def __init__(self, lst: Listeners, settings: Any) -> None:
+        self._server = tuple(lst.server)
+        self._heartbeat = tuple(lst.heartbeat)
+        self._topology = tuple(lst.topology)
+        self._settings = settings
+
+    def __call__(self, events: list[Any], dropped: int) -> None:
+        if dropped:
+            _log.warning("asyncmongo dropped %d SDAM events: no event loop used the client to "
+                         "receive them", dropped)
+        for ev in events:
+            try:
+                self._publish(ev)
+            except Exception:
+                _log.exception("asyncmongo could not publish the SDAM event %r", ev)
+
+    def _publish(self, ev: Any) -> None:
+        kind = ev.kind
+        address = tuple(ev.address) if ev.address is not None else None
+        if ev.topology_id is not None:
+            # One topology id throughout, libmongoc's (TopologyDescription reads it here).
+            self._settings._topology_id = ev.topology_id
+        if kind == _core.SDAM_HEARTBEAT_STARTED:
+            event: Any = ServerHeartbeatStartedEvent(address, ev.awaited)
+            targets, method = self._heartbeat, "started"
+        elif kind == _core.SDAM_HEARTBEAT_SUCCEEDED:
+            event = ServerHeartbeatSucceededEvent(ev.duration_us / 1e6, Hello(ev.reply), address,
+                                                  ev.awaited)
+            targets, method = self._heartbeat, "succeeded"
+        elif kind == _core.SDAM_HEARTBEAT_FAILED:
+            event = ServerHeartbeatFailedEvent(ev.duration_us / 1e6, ev.error, address, ev.awaited)
+            targets, method = self._heartbeat, "failed"
+        elif kind == _core.SDAM_SERVER_OPENING:
+            event, targets, method = ServerOpeningEvent(address, ev.topology_id), self._server, "opened"
+        elif kind == _core.SDAM_SERVER_CLOSED:
+            event, targets, method = ServerClosedEvent(address, ev.topology_id), self._server, "closed"
+        elif kind == _core.SDAM_SERVER_CHANGED:
+            event = ServerDescriptionChangedEvent(
+                server_description(ev.previous), server_description(ev.new), address,
+                ev.topology_id,
+            )
+            targets, method = self._server, "description_changed"
+        elif kind == _core.SDAM_TOPOLOGY_OPENING:
+            event, targets, method = TopologyOpenedEvent(ev.topology_id), self._topology, "opened"
+        elif kind == _core.SDAM_TOPOLOGY_CLOSED:
+            event, targets, method = TopologyClosedEvent(ev.topology_id), self._topology, "closed"
+        elif kind == _core.SDAM_TOPOLOGY_CHANGED:
+            event = TopologyDescriptionChangedEvent(
+                topology_description(ev.previous, self._settings),
+                topology_description(ev.new, self._settings), ev.topology_id,
+            )
+            targets, method = self._topology, "description_changed"
+        else:
+            return
+        for listener in targets:
+            _call(listener, method, event)
+
+
+__all__ = ["Listeners", "listeners"]

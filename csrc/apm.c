@@ -4,6 +4,7 @@
  * job completes, the loop thread hands the records to the client's sink, which builds PyMongo's
  * event objects and calls the listeners, before the operation's future resolves. */
 #include "asyncmongo.h"
+#include "codec.h"
 
 static _Thread_local AmongoJob *current_job;
 
@@ -67,6 +68,10 @@ on_succeeded_nogil(const mongoc_apm_command_succeeded_t *e)
 static void
 on_failed_nogil(const mongoc_apm_command_failed_t *e)
 {
+    /* Every job: the attempt's own duration tells a socket timeout from a reset (errors.c),
+     * which the job's whole time cannot once a retry waited for server selection. */
+    if (current_job)
+        current_job->failed_attempt_us = mongoc_apm_command_failed_get_duration(e);
     AmongoEvent *ev = event_new_nogil(2, mongoc_apm_command_failed_get_command_name(e),
                                       mongoc_apm_command_failed_get_host(e));
     if (!ev)
@@ -83,15 +88,21 @@ on_failed_nogil(const mongoc_apm_command_failed_t *e)
         bson_init(&ev->doc);
 }
 
-/* Before the pool hands out its first client. */
+/* Before the pool hands out its first client (libmongoc takes one callback set per pool, once):
+ * the failed callback always (it times failed attempts, and libmongoc calls it only on failures),
+ * the started and succeeded ones only if `commands` (listeners), the SDAM ones of the recorder
+ * (sdam.c), its context. */
 void
-amongo_apm_install(mongoc_client_pool_t *pool)
+amongo_apm_install(mongoc_client_pool_t *pool, bool commands, AmongoSdam *sdam)
 {
     mongoc_apm_callbacks_t *cbs = mongoc_apm_callbacks_new();
-    mongoc_apm_set_command_started_cb(cbs, on_started_nogil);
-    mongoc_apm_set_command_succeeded_cb(cbs, on_succeeded_nogil);
+    if (commands) {
+        mongoc_apm_set_command_started_cb(cbs, on_started_nogil);
+        mongoc_apm_set_command_succeeded_cb(cbs, on_succeeded_nogil);
+    }
     mongoc_apm_set_command_failed_cb(cbs, on_failed_nogil);
-    mongoc_client_pool_set_apm_callbacks(pool, cbs, NULL);
+    amongo_sdam_set_callbacks(sdam, cbs);
+    mongoc_client_pool_set_apm_callbacks(pool, cbs, sdam);
     mongoc_apm_callbacks_destroy(cbs);
 }
 
@@ -120,12 +131,7 @@ amongo_apm_deliver(AmongoState *st, AmongoJob *job)
     if (!list)
         return -1;
     for (AmongoEvent *ev = job->events; ev; ev = ev->next) {
-        PyObject *view = PyMemoryView_FromMemory((char *)bson_get_data(&ev->doc), ev->doc.len,
-                                                 PyBUF_READ);
-        PyObject *doc = view ? PyObject_CallFunctionObjArgs(st->bson_to_dict, view,
-                                                             st->default_codec_options, NULL)
-                             : NULL;
-        Py_XDECREF(view);
+        PyObject *doc = amongo_decode_document(st, bson_get_data(&ev->doc), ev->doc.len, NULL);
         PyObject *item = doc ? Py_BuildValue("(iss(sH)LLLiNsI)", ev->kind, ev->command_name,
                                              ev->database, ev->host, ev->port,
                                              (long long)ev->request_id, (long long)ev->operation_id,

@@ -37,6 +37,9 @@ enum {
     AMONGO_OP_TXN_COMMIT = 9,     /* the server's reply is the result (its error labels matter) */
     AMONGO_OP_TXN_ABORT = 10,
     AMONGO_OP_SESSION_END = 11,   /* aborts an open transaction, gives the client back */
+    AMONGO_OP_SELECT_SERVER = 12, /* server selection only (topology.c): a writable server, or one
+                                   * for the job's read preference; the result is RES_SERVER */
+    AMONGO_OP_SDAM = 13,          /* internal: carries SDAM events to a loop (sdam.c) */
     AMONGO_OP_COUNT
 };
 
@@ -51,6 +54,7 @@ enum {
     AMONGO_RES_STREAM = 6, /* a CursorBatch with postBatchResumeToken and operationTime when the
                             * reply has them (change streams resume by them) */
     AMONGO_RES_SESSION = 7, /* AMONGO_OP_SESSION_START: the new session's capsule; else None */
+    AMONGO_RES_SERVER = 8,  /* AMONGO_OP_SELECT_SERVER: the selected server's ServerFacts */
     AMONGO_RES_COUNT
 };
 
@@ -62,6 +66,19 @@ enum {
     AMONGO_BULK_REPLACE_ONE = 3, /* u: the replacement */
     AMONGO_BULK_DELETE_ONE = 4,  /* d: filter, o: options */
     AMONGO_BULK_DELETE_MANY = 5,
+};
+
+/* SDAM event kinds (sdam.c): the `kind` of an SdamEvent, one per libmongoc SDAM callback. */
+enum {
+    AMONGO_SDAM_SERVER_OPENING = 0,
+    AMONGO_SDAM_SERVER_CLOSED = 1,
+    AMONGO_SDAM_SERVER_CHANGED = 2,     /* previous, new: ServerFacts */
+    AMONGO_SDAM_TOPOLOGY_OPENING = 3,
+    AMONGO_SDAM_TOPOLOGY_CLOSED = 4,
+    AMONGO_SDAM_TOPOLOGY_CHANGED = 5,   /* previous, new: TopologyFacts */
+    AMONGO_SDAM_HEARTBEAT_STARTED = 6,  /* address, awaited */
+    AMONGO_SDAM_HEARTBEAT_SUCCEEDED = 7, /* address, awaited, duration_us, reply */
+    AMONGO_SDAM_HEARTBEAT_FAILED = 8,   /* address, awaited, duration_us, error */
 };
 
 /* Job flags. */
@@ -89,8 +106,39 @@ enum {
 #define AMONGO_ERROR_DOMAIN_TIMEOUT 1001 /* the job's deadline passed before it was sent (code 50,
                                           * as the server's MaxTimeMSExpired) */
 
+/* A growable byte buffer (codec.h): encoded documents are appended at len, several end to end
+ * (insert_many sends them concatenated). data is malloc'd: the owner may free it on any thread,
+ * without the GIL. A zeroed struct is a valid empty buffer. */
+typedef struct AmongoBuffer {
+    uint8_t *data;
+    size_t len, cap;
+} AmongoBuffer;
+
+/* The server's largest document (MongoDB's default, which PyMongo assumes too), and the room a
+ * command may take beyond it. */
+#define AMONGO_MAX_BSON_SIZE (16 * 1024 * 1024)
+#define AMONGO_COMMAND_OVERHEAD 16382
+
 typedef struct AmongoQueue AmongoQueue;
 typedef struct AmongoPool AmongoPool;
+typedef struct AmongoSdam AmongoSdam;
+
+/* A FIFO of jobs linked through their ->next: the pool's run queue, a session's waiting jobs, a
+ * loop's completions. Whoever owns one says which mutex guards it; its helpers (after AmongoJob)
+ * take none. A zeroed one is empty. */
+typedef struct AmongoJobList {
+    struct AmongoJob *head, *tail;
+} AmongoJobList;
+
+/* A client's outcome counts (its stats()): written on loop threads with the GIL held, which is
+ * what orders them. Every submitted job ends in exactly one of the three others. */
+typedef struct AmongoStats {
+    int64_t submitted;
+    int64_t completed;  /* resolved with a result */
+    int64_t failed;     /* resolved with an exception */
+    int64_t cancelled;  /* its future was cancelled (taken out unsent, or its result dropped), or
+                         * its loop closed before it could be resolved */
+} AmongoStats;
 
 /* What a worker thread works with: a libmongoc client of the pool, and the session in which the
  * core numbers retryable writes under a deadline (AMONGO_FLAG_TXN_NUMBER, commands.c). A worker
@@ -116,8 +164,8 @@ typedef struct AmongoWorkerCtx {
  * worker that finishes a job runs the next (sessions.c). A cancelled job still queued is taken
  * out and never sent; a running one finishes before the next starts. */
 typedef struct AmongoSession {
-    pthread_mutex_t mu;          /* protects waiting_head/tail and busy (held briefly, GIL-free) */
-    struct AmongoJob *waiting_head, *waiting_tail; /* jobs waiting their turn, in order */
+    pthread_mutex_t mu;          /* protects waiting and busy (held briefly, GIL-free) */
+    AmongoJobList waiting;       /* jobs waiting their turn, in submission order */
     bool busy;                   /* a job of the session is in the pool's queue or running */
     mongoc_client_t *client;     /* NULL once released back to the pool */
     mongoc_client_session_t *cs;
@@ -158,7 +206,9 @@ typedef struct AmongoJob {
                              * clock, bson_get_monotonic_time) by which it must end; 0: none */
     int32_t socket_timeout_ms; /* the client's, to tell a timeout from a reset (same libmongoc text) */
 
-    /* inputs: borrowed from the Python objects below, which the job keeps alive */
+    /* inputs: borrowed from the Python objects below, which the job keeps alive, or (cmd) from
+     * `encoded`, the job's own buffer when the core encoded the command or documents itself */
+    AmongoBuffer encoded;
     const char *db;
     const char *coll;
     const uint8_t *cmd;
@@ -173,12 +223,14 @@ typedef struct AmongoJob {
     PyObject *db_obj, *coll_obj, *cmd_obj, *opts_obj, *read_prefs_obj;
     PyObject *codec_options;
     PyObject *owner;        /* the AmongoClient: keeps the pool alive while the job exists */
+    AmongoStats *stats;     /* the owner's counts, or NULL (internal jobs) */
     PyObject *apm_sink;     /* callable(events) for command monitoring, or NULL */
     AmongoQueue *queue;     /* completion queue of the future's loop */
     PyObject *session_obj;  /* capsule of the cursor's session (getMore, killCursors), or NULL */
     AmongoSession *session; /* borrowed from session_obj: used by the worker */
     mongoc_client_pool_t *mpool;  /* where a cursor-opening job takes its session's client */
     AmongoPool *pool;
+    AmongoSdam *sdam;       /* AMONGO_OP_SDAM: the recorder whose events it carries (a reference) */
 
     /* outputs, written by the worker */
     bool ok;
@@ -191,14 +243,72 @@ typedef struct AmongoJob {
     int64_t cursor_id;
     uint32_t out_server_id;
     int64_t elapsed_us;     /* time the worker spent in libmongoc */
+    int64_t failed_attempt_us; /* how long the job's last failed command took, -1: none failed */
     AmongoEvent *events, *events_tail; /* AMONGO_FLAG_APM: recorded in order */
     AmongoSession *out_session;  /* a cursor opened (AMONGO_FLAG_PIN): its session */
 } AmongoJob;
+
+/* The FIFO of jobs (AmongoJobList, above), linked through ->next. */
+static inline void
+amongo_jobs_append(AmongoJobList *l, AmongoJob *job)
+{
+    job->next = NULL;
+    if (l->tail)
+        l->tail->next = job;
+    else
+        l->head = job;
+    l->tail = job;
+}
+
+/* The first job, taken out, or NULL. */
+static inline AmongoJob *
+amongo_jobs_pop(AmongoJobList *l)
+{
+    AmongoJob *job = l->head;
+    if (job) {
+        l->head = job->next;
+        if (!l->head)
+            l->tail = NULL;
+        job->next = NULL;
+    }
+    return job;
+}
+
+/* The job of `future` (or the job `job_wanted`, when future is NULL), taken out, or NULL. */
+static inline AmongoJob *
+amongo_jobs_take(AmongoJobList *l, const PyObject *future, const AmongoJob *job_wanted)
+{
+    AmongoJob *prev = NULL, *job = l->head;
+    while (job && (future ? job->future != future : job != job_wanted)) {
+        prev = job;
+        job = job->next;
+    }
+    if (job) {
+        if (prev)
+            prev->next = job->next;
+        else
+            l->head = job->next;
+        if (l->tail == job)
+            l->tail = prev;
+        job->next = NULL;
+    }
+    return job;
+}
+
+/* Everything, taken out (a list through ->next). */
+static inline AmongoJob *
+amongo_jobs_take_all(AmongoJobList *l)
+{
+    AmongoJob *all = l->head;
+    l->head = l->tail = NULL;
+    return all;
+}
 
 /* Module state: everything the module holds, listed once in AMONGO_STATE_OBJECTS so that traverse
  * and clear cannot drift apart. */
 #define AMONGO_STATE_OBJECTS(X) \
     X(ClientType) X(QueueType) X(CursorBatchType) \
+    X(ServerFactsType) X(TopologyFactsType) X(SdamEventType) \
     X(get_running_loop) X(bson_to_dict) X(decode_all) X(default_codec_options) X(logger) \
     X(str_create_future) X(str_set_result) X(str_set_exception) X(str_done) X(str_add_reader) \
     X(str_call_soon_threadsafe) X(str_drain) \
@@ -206,7 +316,20 @@ typedef struct AmongoJob {
     X(exc_ServerSelectionTimeoutError) X(exc_NotPrimaryError) X(exc_OperationFailure) \
     X(exc_ExecutionTimeout) X(exc_CursorNotFound) X(exc_WriteError) X(exc_DuplicateKeyError) \
     X(exc_WriteConcernError) X(exc_WTimeoutError) X(exc_BulkWriteError) X(exc_InvalidOperation) \
-    X(exc_ConfigurationError) X(exc_InvalidURI) X(exc_ProtocolError) X(exc_DocumentTooLarge)
+    X(exc_ConfigurationError) X(exc_InvalidURI) X(exc_ProtocolError) X(exc_DocumentTooLarge) \
+    /* the BSON codec (codec.c, decode.c, encode.c) */ \
+    X(codec_ObjectId) X(abc_MutableMapping) X(codec_Int64) X(codec_Binary) X(codec_Code) X(codec_Regex) X(codec_DBRef) \
+    X(codec_Timestamp) X(codec_MinKey) X(codec_MaxKey) X(codec_Decimal128) X(codec_DatetimeMS) \
+    X(codec_UUID) X(codec_SafeUUID_unknown) X(codec_utc) X(codec_Mapping) X(codec_Pattern) \
+    X(codec_CodecOptions) X(codec_dict_to_bson) X(codec_min_datetime) X(codec_max_datetime) \
+    X(codec_oid_slot) X(codec_uuid_int_slot) X(codec_uuid_safe_slot) X(codec_key_cache) \
+    X(codec_InvalidBSON) X(codec_InvalidDocument) X(codec_InvalidStringData) X(codec_BSONError) \
+    X(codec_s_type_marker) X(codec_s_binary) X(codec_s_subtype) X(codec_s_scope) X(codec_s_inc) \
+    X(codec_s_time) X(codec_s_bid) X(codec_s_flags) X(codec_s_pattern) X(codec_s_id) \
+    X(codec_s_dollar_ref) X(codec_s_dollar_id) X(codec_s_dollar_db) X(codec_s_as_doc) \
+    X(codec_s_utcoffset) X(codec_s_astimezone) X(codec_s_from_uuid) X(codec_s_as_uuid) \
+    X(codec_s_from_bid) X(codec_s_raw) X(codec_s_encoder_map) X(codec_s_decoder_map) \
+    X(codec_s_fallback_encoder)
 
 typedef struct {
 #define AMONGO_STATE_FIELD(name) PyObject *name;
@@ -237,10 +360,45 @@ bool amongo_exiting(void); /* the interpreter is finalizing: no Python-level wor
 PyObject *amongo_module_debug_counters(void);         /* NEW */
 
 /* apm.c */
-void amongo_apm_install(mongoc_client_pool_t *pool);
+void amongo_apm_install(mongoc_client_pool_t *pool, bool commands, AmongoSdam *sdam);
 void amongo_apm_set_current_nogil(AmongoJob *job);
 int amongo_apm_deliver(AmongoState *st, AmongoJob *job);
 void amongo_apm_free_events(AmongoJob *job);
+
+/* topology.c: what libmongoc knows of the deployment, as plain BSON (any thread) and as
+ * ServerFacts / TopologyFacts struct sequences (loop thread). */
+void amongo_server_facts_append_nogil(bson_t *parent, const char *key,
+                                      const mongoc_server_description_t *sd);
+typedef struct {
+    char host[BSON_HOST_NAME_MAX + 1];
+    uint16_t port;
+} AmongoAddress;
+/* libmongoc lists only the servers it knows; `members` (those it opened) adds the Unknown ones. */
+void amongo_topology_facts_append_nogil(bson_t *parent, const char *key,
+                                        const mongoc_topology_description_t *td,
+                                        const AmongoAddress *members, size_t n_members);
+PyObject *amongo_facts_py(AmongoState *st, PyObject *doc); /* NEW: a decoded facts document */
+PyObject *amongo_select_result(AmongoState *st, AmongoJob *job); /* NEW: RES_SERVER */
+void amongo_job_run_select_nogil(AmongoJob *job, mongoc_client_t *client);
+int amongo_topology_init_types(PyObject *module, AmongoState *st);
+
+/* sdam.c: SDAM and heartbeat monitoring. libmongoc calls the callbacks on its monitor threads (and
+ * on workers), GIL-free: they record plain C and hand a carrier job (AMONGO_OP_SDAM) to the loop
+ * chosen by amongo_sdam_arm, whose drain delivers the events in order. The recorder also keeps the
+ * latest topology description. Reference counted: the client, its pool's teardown and each
+ * carrier hold one. */
+AmongoSdam *amongo_sdam_new(bool record_events); /* pure C; one reference */
+void amongo_sdam_set_callbacks(AmongoSdam *s, mongoc_apm_callbacks_t *cbs); /* pure C */
+void amongo_sdam_incref(AmongoSdam *s);  /* pure C, any thread */
+void amongo_sdam_decref(AmongoSdam *s);  /* pure C, any thread: frees at zero */
+int amongo_sdam_arm(AmongoSdam *s, AmongoQueue *q, PyObject *sink, AmongoPool *pool, bool via_pool);
+void amongo_sdam_close(AmongoSdam *s);   /* GIL held: no more deliveries; frees the armed carrier */
+int amongo_sdam_traverse(AmongoSdam *s, visitproc visit, void *arg);
+void amongo_sdam_deliver(AmongoState *st, AmongoJob *carrier); /* loop thread, from a drain */
+void amongo_sdam_dropped(AmongoJob *carrier); /* loop thread: a carrier discarded undelivered */
+PyObject *amongo_sdam_topology(AmongoState *st, AmongoSdam *s); /* NEW: TopologyFacts or None */
+int amongo_sdam_init_types(PyObject *module, AmongoState *st); /* SdamEvent */
+bool amongo_sdam_wait_writable_nogil(AmongoSdam *s, int64_t timeout_ms);
 
 /* jobs.c */
 void amongo_job_keep_reply_nogil(AmongoJob *job); /* job->reply was initialised: count it */
@@ -264,6 +422,7 @@ void amongo_pool_free(AmongoPool *pool);
 int amongo_pool_workers(AmongoPool *pool);
 int amongo_pool_queued(AmongoPool *pool);
 int amongo_pool_sessions(AmongoPool *pool);
+void amongo_pool_activity(AmongoPool *pool, int *busy, long *running); /* workers on a job */
 /* A server's round-trip estimate (ms) from libmongoc's average `average_ms` read now: the lowest of
  * the last values, 0 until two were seen (workers.c). */
 int64_t amongo_pool_rtt_nogil(AmongoPool *pool, uint32_t server_id, int64_t average_ms);
@@ -302,12 +461,14 @@ int amongo_queue_init_type(PyObject *module, AmongoState *st);
 AmongoQueue *amongo_queue_get(AmongoState *st, PyObject *queues, int mode); /* BORROWED */
 void amongo_queue_push_from_worker(AmongoQueue *q, AmongoJob *job); /* takes the GIL in threadsafe mode */
 void amongo_queue_push(AmongoQueue *q, AmongoJob *job);             /* GIL held */
+int amongo_queue_mode(AmongoQueue *q); /* pure C, any thread: AMONGO_WAKE_*, fixed once made */
 void amongo_finalize_begin(void); /* GIL held, at exit: workers stop taking the GIL */
 PyObject *amongo_queue_create_future(AmongoQueue *q);  /* NEW */
 void amongo_queue_retain(AmongoQueue *q);   /* loop thread: a job takes a reference */
 void amongo_queue_release(AmongoQueue *q);  /* loop thread: the job drops it */
 int amongo_queues_sweep(PyObject *queues, bool all); /* drop queues of closed loops (or all) */
 void amongo_queues_forget(PyObject *queues); /* a client's finalizer: drop them all, never raises */
+PyObject *amongo_queues_stats(PyObject *queues); /* NEW list of one dict per loop's queue */
 
 /* client.c */
 int amongo_client_init_type(PyObject *module, AmongoState *st);

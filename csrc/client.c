@@ -4,6 +4,7 @@
  * for the workers. Nothing here blocks the loop: waiting for workers happens with the GIL released,
  * and only when they are known to be finishing. */
 #include "asyncmongo.h"
+#include "codec.h"
 
 #include <math.h>
 #include <structmember.h>
@@ -16,11 +17,15 @@ typedef struct {
     AmongoPool *pool;
     PyObject *queues;    /* dict: event loop -> completion queue */
     PyObject *apm_sink;  /* callable(events) for command monitoring, or NULL */
+    AmongoSdam *sdam;    /* SDAM recorder and latest topology (sdam.c): a reference */
+    PyObject *sdam_sink; /* callable(events, dropped) for SDAM monitoring, or NULL */
+    bool monitoring;     /* libmongoc's topology monitor was started (a client was popped) */
     int wake_mode;
     int state;
     int max_workers;
     int32_t socket_timeout_ms;
     long fork_generation;
+    AmongoStats stats;   /* the outcome counts of the jobs submitted through it (stats()) */
     PyObject *weakreflist;
 } AmongoClient;
 
@@ -53,11 +58,21 @@ client_check_usable(AmongoClient *self)
     return 0;
 }
 
+/* SDAM events are delivered on the loop of the client's latest operation (sdam.c). */
+static int
+client_arm_sdam(AmongoClient *self, AmongoQueue *q)
+{
+    if (!self->sdam_sink || !self->pool)
+        return 0;
+    return amongo_sdam_arm(self->sdam, q, self->sdam_sink, self->pool,
+                           amongo_queue_mode(q) != AMONGO_WAKE_EVENTFD);
+}
+
 /* libmongoc's pool for `uri_string`, or NULL with InvalidURI/ConfigurationError. Opened into
  * locals and assigned to the object only on success (CPython's _sqlite habit). */
 static mongoc_client_pool_t *
 client_open_pool(AmongoState *st, const char *uri_string, int max_workers, bool apm,
-                 int32_t *socket_timeout_ms)
+                 AmongoSdam *sdam, int32_t *socket_timeout_ms)
 {
     bson_error_t error;
     mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_string, &error);
@@ -74,8 +89,7 @@ client_open_pool(AmongoState *st, const char *uri_string, int max_workers, bool 
         return NULL;
     }
     mongoc_client_pool_set_error_api(mpool, MONGOC_ERROR_API_VERSION_2);
-    if (apm)
-        amongo_apm_install(mpool); /* before the first client leaves the pool */
+    amongo_apm_install(mpool, apm, sdam); /* before the first client leaves the pool */
     /* One client per worker, plus slack for a worker that is exiting while its successor starts,
      * and room for cursors and explicit sessions, which keep a client each (sessions.c). A client
      * opens its connection only when used, so the room costs nothing until it is taken. */
@@ -84,20 +98,41 @@ client_open_pool(AmongoState *st, const char *uri_string, int max_workers, bool 
     return mpool;
 }
 
+/* A new client's start: discovery now if `connect` (the first pop starts libmongoc's topology
+ * monitor in the background, as PyMongo's connect=True does; it does no I/O on this thread), and
+ * SDAM events armed for the running loop, if any (else for the loop of the first operation). */
+static int
+client_start(AmongoClient *self, AmongoState *st, int connect)
+{
+    if (connect) {
+        mongoc_client_t *c = mongoc_client_pool_pop(self->mpool);
+        mongoc_client_pool_push(self->mpool, c);
+        self->monitoring = true;
+    }
+    AmongoQueue *q = self->sdam_sink ? amongo_queue_get(st, self->queues, self->wake_mode) : NULL;
+    if (!q) {
+        PyErr_Clear();
+        return 0;
+    }
+    return client_arm_sdam(self, q);
+}
+
 static PyObject *
 client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"uri", "max_workers", "wakeup", "connect", "apm_sink", NULL};
+    static char *kwlist[] = {"uri", "max_workers", "wakeup", "connect", "apm_sink", "sdam_sink",
+                             NULL};
     const char *uri_string;
     int max_workers = 100;
     const char *wakeup = "eventfd";
     int connect = 1;
-    PyObject *apm_sink = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|ispO", kwlist, &uri_string, &max_workers, &wakeup,
-                                     &connect, &apm_sink))
+    PyObject *apm_sink = Py_None, *sdam_sink = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|ispOO", kwlist, &uri_string, &max_workers,
+                                     &wakeup, &connect, &apm_sink, &sdam_sink))
         return NULL;
-    if (apm_sink != Py_None && !PyCallable_Check(apm_sink)) {
-        PyErr_SetString(PyExc_TypeError, "apm_sink must be callable or None");
+    if ((apm_sink != Py_None && !PyCallable_Check(apm_sink)) ||
+        (sdam_sink != Py_None && !PyCallable_Check(sdam_sink))) {
+        PyErr_SetString(PyExc_TypeError, "apm_sink and sdam_sink must be callable or None");
         return NULL;
     }
     AmongoState *st = amongo_state_from_type(type);
@@ -117,10 +152,15 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
 
     int32_t socket_timeout_ms;
-    mongoc_client_pool_t *mpool =
-        client_open_pool(st, uri_string, max_workers, apm_sink != Py_None, &socket_timeout_ms);
-    if (!mpool)
+    AmongoSdam *sdam = amongo_sdam_new(sdam_sink != Py_None);
+    if (!sdam)
+        return PyErr_NoMemory();
+    mongoc_client_pool_t *mpool = client_open_pool(st, uri_string, max_workers, apm_sink != Py_None,
+                                                   sdam, &socket_timeout_ms);
+    if (!mpool) {
+        amongo_sdam_decref(sdam);
         return NULL;
+    }
     AmongoPool *pool = amongo_pool_new(mpool, max_workers);
     PyObject *queues = PyDict_New();
     AmongoClient *self = pool && queues ? (AmongoClient *)type->tp_alloc(type, 0) : NULL;
@@ -129,22 +169,23 @@ client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             amongo_pool_free(pool);
         Py_XDECREF(queues);
         mongoc_client_pool_destroy(mpool);
+        amongo_sdam_decref(sdam);
         return PyErr_Occurred() ? NULL : PyErr_NoMemory();
     }
     self->mpool = mpool;
     self->pool = pool;
     self->queues = queues;
+    self->sdam = sdam;
+    self->sdam_sink = sdam_sink != Py_None ? Py_NewRef(sdam_sink) : NULL;
     self->apm_sink = apm_sink != Py_None ? Py_NewRef(apm_sink) : NULL;
     self->wake_mode = wake_mode;
     self->state = CLIENT_OPEN;
     self->max_workers = max_workers;
     self->socket_timeout_ms = socket_timeout_ms;
     self->fork_generation = atomic_load(&amongo_fork_generation);
-    if (connect) {
-        /* The first pop starts libmongoc's topology monitor: discovery begins now, in the
-         * background, as PyMongo's connect=True does. It does no I/O on this thread. */
-        mongoc_client_t *c = mongoc_client_pool_pop(mpool);
-        mongoc_client_pool_push(mpool, c);
+    if (client_start(self, st, connect) < 0) {
+        Py_DECREF(self);
+        return NULL;
     }
     return (PyObject *)self;
 }
@@ -213,9 +254,9 @@ submit_parse(PyObject *const *args, Py_ssize_t nargs, SubmitArgs *a)
         return -1;
     }
     if (!PyUnicode_Check(a->db) || (a->coll != Py_None && !PyUnicode_Check(a->coll)) ||
-        !PyBytes_Check(a->cmd) || (a->opts != Py_None && !PyBytes_Check(a->opts)) ||
+        (a->opts != Py_None && !PyBytes_Check(a->opts)) ||
         (a->read_prefs != Py_None && !PyBytes_Check(a->read_prefs))) {
-        PyErr_SetString(PyExc_TypeError, "submit(): db: str, coll: str|None, cmd: bytes, "
+        PyErr_SetString(PyExc_TypeError, "submit(): db: str, coll: str|None, "
                                          "opts: bytes|None, read_preference: bytes|None");
         return -1;
     }
@@ -229,6 +270,97 @@ submit_parse(PyObject *const *args, Py_ssize_t nargs, SubmitArgs *a)
     a->db_utf8 = PyUnicode_AsUTF8(a->db);
     a->coll_utf8 = a->coll != Py_None ? PyUnicode_AsUTF8(a->coll) : NULL;
     return !a->db_utf8 || (a->coll != Py_None && !a->coll_utf8) ? -1 : 0;
+}
+
+/* ---- encoding at submit: Python objects straight into the job's buffer (codec.h) --------- */
+
+static int
+raise_too_large(AmongoState *st, size_t size)
+{
+    PyErr_Format(st->exc_DocumentTooLarge,
+                 "BSON document too large (%zu bytes) - the connected server supports BSON document "
+                 "sizes up to %d bytes.",
+                 size, AMONGO_MAX_BSON_SIZE);
+    return -1;
+}
+
+/* One document to insert, as PyMongo's insert_one/insert_many check and complete it: a mapping
+ * (TypeError otherwise), given an ObjectId _id when it has none (in the caller's own document, as
+ * PyMongo does; a RawBSONDocument is sent as it is), encoded _id first, at most the server's size. */
+static int
+encode_insert_document(AmongoState *st, PyObject *doc, PyObject *codec, AmongoBuffer *out)
+{
+    int raw = 0;
+    if (!PyDict_Check(doc)) {
+        PyObject *marker = PyObject_GetAttr(doc, st->codec_s_type_marker);
+        if (marker) {
+            raw = PyLong_Check(marker) && PyLong_AsLong(marker) == 101;
+            Py_DECREF(marker);
+        } else {
+            PyErr_Clear();
+        }
+        int mutable_mapping = raw ? 1 : PyObject_IsInstance(doc, st->abc_MutableMapping);
+        if (mutable_mapping < 0)
+            return -1;
+        if (!mutable_mapping) {
+            PyErr_SetString(PyExc_TypeError,
+                            "document must be an instance of dict, bson.son.SON, "
+                            "bson.raw_bson.RawBSONDocument, or a type that inherits from "
+                            "collections.MutableMapping");
+            return -1;
+        }
+    }
+    if (!raw) {
+        int has = PyDict_Check(doc) ? PyDict_Contains(doc, st->codec_s_id)
+                                    : PySequence_Contains(doc, st->codec_s_id);
+        if (has < 0)
+            return -1;
+        if (!has) {
+            PyObject *oid = PyObject_CallNoArgs(st->codec_ObjectId);
+            int rc = oid ? PyObject_SetItem(doc, st->codec_s_id, oid) : -1;
+            Py_XDECREF(oid);
+            if (rc < 0)
+                return -1;
+        }
+    }
+    size_t before = out->len;
+    if (amongo_encode_document(st, doc, codec, AMONGO_ENCODE_ID_FIRST, out) < 0)
+        return -1;
+    if (out->len - before > AMONGO_MAX_BSON_SIZE) {
+        size_t size = out->len - before;
+        out->len = before;
+        return raise_too_large(st, size);
+    }
+    return 0;
+}
+
+/* job->cmd from submit's `cmd`: bytes as they are (borrowed), or encoded here into the job's own
+ * buffer: a sequence of documents for OP_INSERT (end to end), else one command or operation
+ * document, refused when larger than the server takes (PyMongo's allowance for commands). */
+static int
+job_set_cmd(AmongoState *st, AmongoJob *job, PyObject *cmd, PyObject *codec)
+{
+    if (PyBytes_Check(cmd)) {
+        job->cmd = (const uint8_t *)PyBytes_AS_STRING(cmd);
+        job->cmd_len = (size_t)PyBytes_GET_SIZE(cmd);
+        return 0;
+    }
+    PyObject *options = codec != Py_None ? codec : NULL;
+    if (job->op == AMONGO_OP_INSERT && (PyList_Check(cmd) || PyTuple_Check(cmd))) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(cmd);
+        PyObject **items = PySequence_Fast_ITEMS(cmd);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (encode_insert_document(st, items[i], options, &job->encoded) < 0)
+                return -1;
+    } else {
+        if (amongo_encode_document(st, cmd, options, AMONGO_ENCODE_ID_FIRST, &job->encoded) < 0)
+            return -1;
+        if (job->encoded.len > AMONGO_MAX_BSON_SIZE + AMONGO_COMMAND_OVERHEAD)
+            return raise_too_large(st, job->encoded.len);
+    }
+    job->cmd = job->encoded.data;
+    job->cmd_len = job->encoded.len;
+    return 0;
 }
 
 /* A job for `a`, resolving `future` on queue `q`: inputs borrowed from the argument objects, which
@@ -253,7 +385,10 @@ client_job_new(AmongoClient *self, const SubmitArgs *a, AmongoQueue *q, PyObject
     }
     job->db = a->db_utf8;
     job->coll = a->coll_utf8;
-    job->cmd = bytes_or_null(a->cmd, &job->cmd_len);
+    if (job_set_cmd(client_state(self), job, a->cmd, a->codec) < 0) {
+        amongo_job_free(job);
+        return NULL;
+    }
     job->opts = bytes_or_null(a->opts, &job->opts_len);
     job->read_prefs = bytes_or_null(a->read_prefs, &job->read_prefs_len);
     job->future = Py_NewRef(future);
@@ -264,6 +399,7 @@ client_job_new(AmongoClient *self, const SubmitArgs *a, AmongoQueue *q, PyObject
     job->read_prefs_obj = Py_NewRef(a->read_prefs);
     job->codec_options = a->codec != Py_None ? Py_NewRef(a->codec) : NULL;
     job->owner = Py_NewRef(self);
+    job->stats = &self->stats;
     if (self->apm_sink) {
         job->apm_sink = Py_NewRef(self->apm_sink);
         job->flags |= AMONGO_FLAG_APM;
@@ -283,7 +419,7 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
     if (submit_parse(args, nargs, &a) < 0 || client_check_usable(self) < 0)
         return NULL;
     AmongoQueue *q = amongo_queue_get(st, self->queues, self->wake_mode);
-    PyObject *future = q ? amongo_queue_create_future(q) : NULL;
+    PyObject *future = q && client_arm_sdam(self, q) == 0 ? amongo_queue_create_future(q) : NULL;
     if (!future)
         return NULL;
     AmongoJob *job = client_job_new(self, &a, q, future);
@@ -307,6 +443,7 @@ client_submit(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     atomic_fetch_add_explicit(&amongo_counters.jobs_submitted, 1, memory_order_relaxed);
+    self->stats.submitted++;
     amongo_log_maybe_flush(st);
     return future;
 }
@@ -338,6 +475,7 @@ client_cancel(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (!job)
         Py_RETURN_FALSE;
+    self->stats.cancelled++;
     atomic_fetch_add_explicit(&amongo_counters.jobs_cancelled, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&amongo_counters.jobs_completed, 1, memory_order_relaxed);
     amongo_job_free(job);
@@ -347,6 +485,7 @@ client_cancel(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
 typedef struct {
     AmongoPool *pool;
     mongoc_client_pool_t *mpool;
+    AmongoSdam *sdam; /* its callbacks may run until the pool is destroyed */
 } PoolRemains;
 
 /* Pure C: wait for the last worker, then let libmongoc end the server sessions and close the
@@ -360,6 +499,7 @@ destroy_pool_nogil(void *arg)
     amongo_pool_release_contexts_nogil(r->pool);
     mongoc_client_pool_destroy(r->mpool);
     amongo_pool_free(r->pool);
+    amongo_sdam_decref(r->sdam);
     free(r);
     return NULL;
 }
@@ -374,6 +514,9 @@ client_destroy_pool(AmongoClient *self)
     }
     r->pool = self->pool;
     r->mpool = self->mpool;
+    r->sdam = self->sdam;
+    amongo_sdam_incref(r->sdam);
+    amongo_sdam_close(self->sdam); /* no delivery after close */
     self->pool = NULL;
     self->mpool = NULL;
     pthread_attr_t attr;
@@ -389,13 +532,17 @@ client_destroy_pool(AmongoClient *self)
     }
 }
 
-/* close() -> Future | None: stop taking jobs and fail the queued ones. The future resolves once
- * every worker has finished its running job and exited; then call destroy(). Without a running
- * loop, close synchronously and return None. */
+/* close(wait=True) -> Future | None: stop taking jobs and fail the queued ones. The future resolves
+ * once every worker has finished its running job and exited; then call destroy(). Without a
+ * running loop, or with wait false (Motor's synchronous close), close at once and return None: a
+ * detached thread releases the pool once the workers are gone. */
 static PyObject *
-client_close(AmongoClient *self, PyObject *Py_UNUSED(ignored))
+client_close(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
 {
     AmongoState *st = client_state(self);
+    int wait = nargs > 0 ? PyObject_IsTrue(args[0]) : 1;
+    if (wait < 0)
+        return NULL;
     if (self->state != CLIENT_OPEN || !self->pool)
         Py_RETURN_NONE;
     if (client_forked(self)) {
@@ -406,7 +553,7 @@ client_close(AmongoClient *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     self->state = CLIENT_CLOSING;
-    AmongoQueue *q = amongo_queue_get(st, self->queues, self->wake_mode);
+    AmongoQueue *q = wait ? amongo_queue_get(st, self->queues, self->wake_mode) : NULL;
     AmongoJob *barrier = NULL;
     PyObject *future = NULL;
     if (q) {
@@ -474,15 +621,35 @@ client_abandon(AmongoClient *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* stats() -> dict: what the client is doing, from counters it keeps anyway: cheap enough to call
+ * every second (a few locks held for a few instructions each). */
 static PyObject *
 client_stats(AmongoClient *self, PyObject *Py_UNUSED(ignored))
 {
-    int workers = self->pool && !client_forked(self) ? amongo_pool_workers(self->pool) : 0;
-    int queued = self->pool && !client_forked(self) ? amongo_pool_queued(self->pool) : 0;
-    int sessions = self->pool && !client_forked(self) ? amongo_pool_sessions(self->pool) : 0;
-    return Py_BuildValue("{s:i,s:i,s:n,s:i,s:i}", "workers", workers, "queued", queued, "loops",
-                         PyDict_GET_SIZE(self->queues), "max_workers", self->max_workers,
-                         "cursor_sessions", sessions);
+    int workers = 0, queued = 0, sessions = 0, busy = 0;
+    long running = 0;
+    if (self->pool && !client_forked(self)) {
+        workers = amongo_pool_workers(self->pool);
+        queued = amongo_pool_queued(self->pool);
+        sessions = amongo_pool_sessions(self->pool);
+        amongo_pool_activity(self->pool, &busy, &running);
+    }
+    PyObject *loops = self->queues ? amongo_queues_stats(self->queues) : PyList_New(0);
+    if (!loops)
+        return NULL;
+    long long wakeups = 0, drains = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(loops); i++) {
+        PyObject *d = PyList_GET_ITEM(loops, i);
+        wakeups += PyLong_AsLongLong(PyDict_GetItemString(d, "wakeups"));
+        drains += PyLong_AsLongLong(PyDict_GetItemString(d, "drains"));
+    }
+    const AmongoStats *c = &self->stats;
+    return Py_BuildValue("{s:L,s:i,s:l,s:L,s:L,s:L,s:i,s:i,s:i,s:i,s:N,s:L,s:L}",
+                         "submitted", (long long)c->submitted, "queued", queued, "running", running,
+                         "completed", (long long)c->completed, "failed", (long long)c->failed,
+                         "cancelled", (long long)c->cancelled, "workers", workers, "workers_busy",
+                         busy, "max_workers", self->max_workers, "sessions", sessions, "loops",
+                         loops, "wakeups", wakeups, "drains", drains);
 }
 
 static PyObject *
@@ -492,6 +659,49 @@ client_queue(AmongoClient *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     AmongoQueue *q = amongo_queue_get(client_state(self), self->queues, self->wake_mode);
     return q ? Py_NewRef((PyObject *)q) : NULL;
+}
+
+/* topology(start=False) -> TopologyFacts | None: libmongoc's latest description of the deployment
+ * (from its SDAM callbacks), None before the first. With start, begin discovery now if no
+ * operation began it yet (PyMongo opens its topology for these questions too): a pooled client
+ * popped once starts libmongoc's monitor threads; that pop does no I/O and never blocks. */
+static PyObject *
+client_topology(AmongoClient *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int start = nargs > 0 ? PyObject_IsTrue(args[0]) : 0;
+    if (start < 0)
+        return NULL;
+    if (start && !self->monitoring && self->mpool && !client_forked(self) &&
+        self->state == CLIENT_OPEN) {
+        mongoc_client_t *c = mongoc_client_pool_try_pop(self->mpool);
+        if (c) {
+            mongoc_client_pool_push(self->mpool, c);
+            self->monitoring = true;
+        }
+    }
+    return amongo_sdam_topology(client_state(self), self->sdam);
+}
+
+/* wait_writable(timeout_ms) -> bool: block this thread (GIL released) until libmongoc knows a
+ * writable server, for at most timeout_ms: Motor's blocking topology properties. */
+static PyObject *
+client_wait_writable(AmongoClient *self, PyObject *arg)
+{
+    long long timeout_ms = PyLong_AsLongLong(arg);
+    if (timeout_ms == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *none = client_topology(self, (PyObject *[]){Py_True}, 1); /* start discovery */
+    if (!none)
+        return NULL;
+    Py_DECREF(none);
+    AmongoSdam *s = self->sdam;
+    amongo_sdam_incref(s);
+    bool writable;
+    Py_BEGIN_ALLOW_THREADS
+    writable = amongo_sdam_wait_writable_nogil(s, timeout_ms);
+    Py_END_ALLOW_THREADS
+    amongo_sdam_decref(s);
+    return PyBool_FromLong(writable);
 }
 
 static PyObject *
@@ -506,14 +716,18 @@ client_traverse(AmongoClient *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->queues);
     Py_VISIT(self->apm_sink);
-    return 0;
+    Py_VISIT(self->sdam_sink);
+    return self->sdam ? amongo_sdam_traverse(self->sdam, visit, arg) : 0;
 }
 
 static int
 client_clear(AmongoClient *self)
 {
+    if (self->sdam)
+        amongo_sdam_close(self->sdam); /* the armed carrier's references go */
     Py_CLEAR(self->queues);
     Py_CLEAR(self->apm_sink);
+    Py_CLEAR(self->sdam_sink);
     return 0;
 }
 
@@ -566,6 +780,8 @@ client_dealloc(AmongoClient *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     client_release_pool(self); /* a client resurrected and used again after its finalizer */
     client_clear(self);
+    if (self->sdam)
+        amongo_sdam_decref(self->sdam);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -576,11 +792,16 @@ static PyMethodDef client_methods[] = {
      "read_preference=None, deadline=None)"},
     {"cancel", (PyCFunction)(void (*)(void))client_cancel, METH_FASTCALL,
      "cancel(future, session=None) -> bool: unqueue a job not yet run"},
-    {"close", (PyCFunction)client_close, METH_NOARGS, "close() -> Future | None"},
+    {"close", (PyCFunction)(void (*)(void))client_close, METH_FASTCALL,
+     "close(wait=True) -> Future | None"},
     {"destroy", (PyCFunction)client_destroy, METH_NOARGS, "destroy(): release the pool after close"},
     {"abandon", (PyCFunction)client_abandon, METH_NOARGS, "abandon(): stop at interpreter exit"},
     {"stats", (PyCFunction)client_stats, METH_NOARGS, "stats() -> dict"},
     {"queue", (PyCFunction)client_queue, METH_NOARGS, "the running loop's completion queue"},
+    {"topology", (PyCFunction)(void (*)(void))client_topology, METH_FASTCALL,
+     "topology(start=False) -> TopologyFacts | None: libmongoc's latest description"},
+    {"wait_writable", (PyCFunction)client_wait_writable, METH_O,
+     "wait_writable(timeout_ms) -> bool: block (GIL released) until a writable server is known"},
     {NULL},
 };
 

@@ -495,6 +495,29 @@ command_run_timed_nogil(AmongoJob *job, CommandRun *run, const bson_t *opts)
         bson_destroy(&numbered);
 }
 
+/* Whether a failed attempt never reached the server: the connection's handshake failed (libmongoc
+ * 1.23 reports it as a stream error whose message names the handshake's command: it gives no code
+ * of its own). libmongoc's retryable reads and writes do not cover that case, PyMongo's do. */
+static bool
+command_handshake_failed_nogil(const AmongoJob *job)
+{
+    return job->error.domain == MONGOC_ERROR_STREAM &&
+           (strstr(job->error.message, "\"isMaster\" command") ||
+            strstr(job->error.message, "\"hello\" command"));
+}
+
+/* One attempt, and one more for a read whose connection failed its handshake (it never ran):
+ * reads are idempotent, and PyMongo retries this case too. */
+static void
+command_run_nogil(AmongoJob *job, CommandRun *run, const bson_t *opts)
+{
+    job->ok = command_dispatch_nogil(job, run, &run->cmd, opts);
+    if (!job->ok && job->op == AMONGO_OP_READ && !run->in_txn && command_handshake_failed_nogil(job)) {
+        bson_destroy(&job->reply);
+        job->ok = command_dispatch_nogil(job, run, &run->cmd, opts);
+    }
+}
+
 void
 amongo_job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
 {
@@ -503,7 +526,7 @@ amongo_job_run_command_nogil(AmongoJob *job, mongoc_client_t *client)
         if (job->deadline_us)
             command_run_timed_nogil(job, &run, command_options_nogil(&run));
         else
-            job->ok = command_dispatch_nogil(job, &run, &run.cmd, command_options_nogil(&run));
+            command_run_nogil(job, &run, command_options_nogil(&run));
     } else {
         job->ok = false;
         bson_init(&job->reply);

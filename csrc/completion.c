@@ -13,14 +13,17 @@
 
 struct AmongoQueue {
     PyObject_HEAD
-    pthread_mutex_t mu;     /* protects head, tail, wake_pending; never held while taking the GIL */
-    AmongoJob *head, *tail;
+    pthread_mutex_t mu;     /* protects done, wake_pending and the counts; never held while taking the GIL */
+    AmongoJobList done;     /* completions not yet drained */
     bool wake_pending;      /* a wake-up is on its way: the next drain will see every queued job */
     int mode;
     int efd;                /* AMONGO_WAKE_EVENTFD only; open as long as the queue object lives */
     bool reader_added;
     bool detached;          /* its client forgot it while jobs were in flight */
     long jobs;              /* jobs holding a reference to this queue (loop thread only) */
+    long wakeups;           /* wake-ups sent (under mu) */
+    long drains;            /* drains run (loop thread) */
+    long completions;       /* jobs handed over (under mu) */
     PyObject *loop;
     PyObject *create_future; /* bound loop.create_future, looked up once */
     PyObject *call_soon_threadsafe;
@@ -38,12 +41,8 @@ static int queue_loop_closed(AmongoQueue *q);
 static void
 queue_append_locked(AmongoQueue *q, AmongoJob *job)
 {
-    job->next = NULL;
-    if (q->tail)
-        q->tail->next = job;
-    else
-        q->head = job;
-    q->tail = job;
+    q->completions++;
+    amongo_jobs_append(&q->done, job);
 }
 
 /* Eventfd mode, any thread, GIL not needed: append and wake the loop if no wake-up is pending.
@@ -59,6 +58,7 @@ queue_push_eventfd_nogil(AmongoQueue *q, AmongoJob *job)
         uint64_t one = 1;
         ssize_t n = write(q->efd, &one, sizeof one);
         (void)n;
+        q->wakeups++;
         atomic_fetch_add_explicit(&amongo_counters.wakeups, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&q->mu);
@@ -83,6 +83,7 @@ queue_push_threadsafe_gil(AmongoQueue *q, AmongoJob *job)
     queue_append_locked(q, job);
     bool wake = !q->wake_pending;
     q->wake_pending = true;
+    q->wakeups += wake;
     pthread_mutex_unlock(&q->mu);
     if (!wake)
         return;
@@ -124,6 +125,12 @@ amongo_queue_push_from_worker(AmongoQueue *q, AmongoJob *job)
     atomic_fetch_sub(&gil_takers, 1);
 }
 
+int
+amongo_queue_mode(AmongoQueue *q)
+{
+    return q->mode;
+}
+
 void
 amongo_queue_push(AmongoQueue *q, AmongoJob *job)
 {
@@ -161,10 +168,10 @@ queue_drain(AmongoQueue *q, PyObject *Py_UNUSED(ignored))
         (void)n;
     }
     pthread_mutex_lock(&q->mu);
-    AmongoJob *job = q->head;
-    q->head = q->tail = NULL;
+    AmongoJob *job = amongo_jobs_take_all(&q->done);
     q->wake_pending = false;
     pthread_mutex_unlock(&q->mu);
+    q->drains++;
     atomic_fetch_add_explicit(&amongo_counters.drains, 1, memory_order_relaxed);
     if (!st || !st->str_done) {
         /* The module was torn down (interpreter exit): nobody can use a result any more. */
@@ -206,8 +213,7 @@ static void
 queue_discard_all(AmongoQueue *q)
 {
     pthread_mutex_lock(&q->mu);
-    AmongoJob *job = q->head;
-    q->head = q->tail = NULL;
+    AmongoJob *job = amongo_jobs_take_all(&q->done);
     pthread_mutex_unlock(&q->mu);
     queue_discard_list(q, job);
 }
@@ -337,13 +343,14 @@ amongo_queue_get(AmongoState *st, PyObject *queues, int mode)
         return NULL;
     }
     pthread_mutex_init(&q->mu, NULL);
-    q->head = q->tail = NULL;
+    q->done.head = q->done.tail = NULL;
     q->wake_pending = false;
     q->mode = mode;
     q->efd = -1;
     q->reader_added = false;
     q->detached = false;
     q->jobs = 0;
+    q->wakeups = q->drains = q->completions = 0;
     q->loop = loop; /* the reference from CallNoArgs */
     q->create_future = NULL;
     q->call_soon_threadsafe = NULL;
@@ -420,6 +427,29 @@ amongo_queues_forget(PyObject *queues)
     if (!amongo_exiting() && amongo_queues_sweep(queues, true) < 0)
         PyErr_Clear();
     PyDict_Clear(queues);
+}
+
+/* NEW: [{"loop", "wakeup", "in_flight", "completions", "wakeups", "drains"}, ...], one per loop. */
+PyObject *
+amongo_queues_stats(PyObject *queues)
+{
+    PyObject *list = PyList_New(0);
+    Py_ssize_t pos = 0;
+    PyObject *loop, *value;
+    while (list && PyDict_Next(queues, &pos, &loop, &value)) {
+        AmongoQueue *q = (AmongoQueue *)value;
+        pthread_mutex_lock(&q->mu);
+        long wakeups = q->wakeups, completions = q->completions;
+        pthread_mutex_unlock(&q->mu);
+        PyObject *d = Py_BuildValue("{s:O,s:s,s:l,s:l,s:l,s:l}", "loop", loop, "wakeup",
+                                    q->mode == AMONGO_WAKE_EVENTFD ? "eventfd" : "threadsafe",
+                                    "in_flight", q->jobs, "completions", completions, "wakeups",
+                                    wakeups, "drains", q->drains);
+        if (!d || PyList_Append(list, d) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(d);
+    }
+    return list;
 }
 
 static int

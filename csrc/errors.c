@@ -2,6 +2,7 @@
  * Users catch the classes they catch with PyMongo, built with PyMongo's constructor arguments
  * (message, code, details), so that `details`, `code` and error labels read the same. */
 #include "asyncmongo.h"
+#include "codec.h"
 
 #include <string.h>
 
@@ -68,7 +69,8 @@ class_for_server_code(AmongoState *st, int64_t code, uint32_t domain)
 
 /* The table: the exception class for (domain, code, message), and whether it takes PyMongo's
  * OperationFailure arguments (message, code, details) rather than a message alone. `timed_out`
- * says the job waited out socketTimeoutMS: libmongoc 1.23 words a timeout and a reset alike. */
+ * says the failed attempt waited out socketTimeoutMS: libmongoc 1.23 words a timeout and a reset
+ * alike. */
 static PyObject *
 class_for_error(AmongoState *st, const bson_error_t *e, bool timed_out, bool *server_style)
 {
@@ -152,9 +154,11 @@ PyObject *
 amongo_error_from_job(AmongoState *st, const AmongoJob *job)
 {
     bool server_style;
-    /* poll() rounds its wait down to whole milliseconds: allow a little under the full timeout. */
-    bool timed_out = job->socket_timeout_ms > 0 &&
-                     job->elapsed_us >= (int64_t)job->socket_timeout_ms * 900;
+    /* The failed attempt's own time (a retry may have waited for server selection before it:
+     * that is not a socket wait), else the job's. poll() rounds its wait down to whole
+     * milliseconds: allow a little under the full timeout. */
+    int64_t waited = job->failed_attempt_us >= 0 ? job->failed_attempt_us : job->elapsed_us;
+    bool timed_out = job->socket_timeout_ms > 0 && waited >= (int64_t)job->socket_timeout_ms * 900;
     /* Under a deadline the socket waits end at it (stream.c): a socket error once it has passed is
      * that timeout (PyMongo's NetworkTimeout). */
     timed_out = timed_out || (job->deadline_us && bson_get_monotonic_time() >=
@@ -162,13 +166,7 @@ amongo_error_from_job(AmongoState *st, const AmongoJob *job)
     PyObject *cls = class_for_error(st, &job->error, timed_out, &server_style);
     PyObject *details = NULL;
     if (server_style && job->has_reply && !bson_empty(&job->reply)) {
-        PyObject *view = PyMemoryView_FromMemory((char *)bson_get_data(&job->reply),
-                                                 job->reply.len, PyBUF_READ);
-        if (!view)
-            return NULL;
-        details = PyObject_CallFunctionObjArgs(st->bson_to_dict, view, st->default_codec_options,
-                                               NULL);
-        Py_DECREF(view);
+        details = amongo_decode_document(st, bson_get_data(&job->reply), job->reply.len, NULL);
         if (!details)
             return NULL;
     }

@@ -1,10 +1,11 @@
 /* jobs.c: the life of one operation: run on a worker (no GIL), then complete on the loop thread.
  * amongo_job_run_nogil hands the job to the runner of its kind (commands.c, bulk.c, sessions.c),
  * which calls libmongoc and leaves plain C results in the job; none touches a PyObject.
- * amongo_job_complete decodes the reply with PyMongo's bson (over a memoryview: no copy), builds
+ * amongo_job_complete decodes the reply with the core's codec (codec.h: in place, no copy), builds
  * the result or the exception and resolves the future; references are dropped on the loop thread
  * only. */
 #include "asyncmongo.h"
+#include "codec.h"
 
 AmongoJob *
 amongo_job_new(void)
@@ -26,6 +27,7 @@ amongo_job_free(AmongoJob *job)
         atomic_fetch_sub_explicit(&amongo_counters.replies_live, 1, memory_order_relaxed);
     }
     bson_free(job->batch);
+    amongo_buffer_free(&job->encoded);
     if (job->out_session) /* opened but never handed to a cursor (e.g. it was cancelled) */
         amongo_session_free(job->out_session);
     Py_XDECREF(job->session_obj);
@@ -40,6 +42,8 @@ amongo_job_free(AmongoJob *job)
     Py_XDECREF(job->codec_options);
     if (job->queue)
         amongo_queue_release(job->queue);
+    if (job->sdam)
+        amongo_sdam_decref(job->sdam);
     Py_XDECREF(job->owner);
     free(job);
     atomic_fetch_sub_explicit(&amongo_counters.jobs_live, 1, memory_order_relaxed);
@@ -77,6 +81,7 @@ void
 amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
 {
     amongo_apm_set_current_nogil(job);
+    job->failed_attempt_us = -1;
     int64_t start = bson_get_monotonic_time();
     switch (job->op) {
     case AMONGO_OP_INSERT:
@@ -86,7 +91,11 @@ amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
         amongo_job_run_bulk_nogil(job, client);
         break;
     case AMONGO_OP_BARRIER:
+    case AMONGO_OP_SDAM: /* a carrier only travels: its events are in the recorder (sdam.c) */
         job->ok = true;
+        break;
+    case AMONGO_OP_SELECT_SERVER:
+        amongo_job_run_select_nogil(job, client);
         break;
     case AMONGO_OP_SESSION_START:
     case AMONGO_OP_TXN_START:
@@ -105,30 +114,19 @@ amongo_job_run_nogil(AmongoJob *job, mongoc_client_t *client)
 
 /* ---- loop side (GIL held) ---------------------------------------------------------------- */
 
-/* NEW: decode one BSON document of `len` bytes at `data` with `codec_options`. */
+/* NEW: one BSON document of `len` bytes at `data`, by the core's codec (codec.h), which reads it
+ * in place. */
 static PyObject *
 decode_doc(AmongoState *st, const uint8_t *data, size_t len, PyObject *codec_options)
 {
-    PyObject *view = PyMemoryView_FromMemory((char *)data, (Py_ssize_t)len, PyBUF_READ);
-    if (!view)
-        return NULL;
-    PyObject *doc = PyObject_CallFunctionObjArgs(st->bson_to_dict, view, codec_options, NULL);
-    Py_DECREF(view);
-    return doc;
+    return amongo_decode_document(st, data, len, codec_options);
 }
 
-/* NEW: decode concatenated documents into a list with one call. */
+/* NEW: concatenated documents into a list, in one call. */
 static PyObject *
 decode_batch(AmongoState *st, const uint8_t *data, size_t len, PyObject *codec_options)
 {
-    if (!len)
-        return PyList_New(0);
-    PyObject *view = PyMemoryView_FromMemory((char *)data, (Py_ssize_t)len, PyBUF_READ);
-    if (!view)
-        return NULL;
-    PyObject *docs = PyObject_CallFunctionObjArgs(st->decode_all, view, codec_options, NULL);
-    Py_DECREF(view);
-    return docs;
+    return len ? amongo_decode_documents(st, data, len, codec_options) : PyList_New(0);
 }
 
 /* NEW: the value at dotted `path` of the reply, decoded with default options, or None. */
@@ -256,6 +254,8 @@ job_result(AmongoState *st, AmongoJob *job)
             return amongo_session_capsule(s); /* steals it */
         }
         Py_RETURN_NONE;
+    case AMONGO_RES_SERVER:
+        return amongo_select_result(st, job);
     case AMONGO_RES_WRITE:
     case AMONGO_RES_BULK:
         /* Write results are read by the driver, not the user: PyMongo decodes them with defaults. */
@@ -315,20 +315,31 @@ fetch_exception_value(void)
 void
 amongo_job_complete(AmongoState *st, AmongoJob *job)
 {
+    if (job->op == AMONGO_OP_SDAM) { /* not an operation: nobody awaits it */
+        amongo_sdam_deliver(st, job);
+        return;
+    }
     atomic_fetch_add_explicit(&amongo_counters.jobs_completed, 1, memory_order_relaxed);
     PyObject *done = PyObject_CallMethodNoArgs(job->future, st->str_done);
     int is_done = done ? PyObject_IsTrue(done) : -1;
     Py_XDECREF(done);
     if (is_done < 0) {
+        if (job->stats)
+            job->stats->failed++;
         PyErr_WriteUnraisable(job->future);
         return;
     }
     /* Listeners hear about the commands before the caller hears the outcome, as with PyMongo. */
     if (job->events && amongo_apm_deliver(st, job) < 0)
         PyErr_WriteUnraisable(job->future);
-    if (is_done) /* cancelled while it ran: the result is dropped */
+    if (is_done) { /* cancelled while it ran: the result is dropped */
+        if (job->stats)
+            job->stats->cancelled++;
         return;
+    }
     if (job->flags & AMONGO_FLAG_QUIET) {
+        if (job->stats)
+            job->stats->completed++;
         future_resolve(st, job->future, Py_None, false);
         return;
     }
@@ -347,10 +358,14 @@ amongo_job_complete(AmongoState *st, AmongoJob *job)
         value = fetch_exception_value();
         is_exception = true;
         if (!value) {
+            if (job->stats)
+                job->stats->failed++;
             PyErr_WriteUnraisable(job->future);
             return;
         }
     }
+    if (job->stats)
+        (is_exception ? &job->stats->failed : &job->stats->completed)[0]++;
     future_resolve(st, job->future, value, is_exception);
     Py_DECREF(value);
 }
@@ -358,6 +373,11 @@ amongo_job_complete(AmongoState *st, AmongoJob *job)
 void
 amongo_job_discard(AmongoJob *job)
 {
-    (void)job;
+    if (job->op == AMONGO_OP_SDAM) {
+        amongo_sdam_dropped(job);
+        return;
+    }
+    if (job->stats)
+        job->stats->cancelled++;
     atomic_fetch_add_explicit(&amongo_counters.jobs_completed, 1, memory_order_relaxed);
 }

@@ -2,6 +2,7 @@
  * Everything the module holds is listed once (AMONGO_STATE_OBJECTS) and both traverse and clear
  * walk that list. libmongoc is initialised once per process; fork is tracked with pthread_atfork. */
 #include "asyncmongo.h"
+#include "codec.h"
 
 AmongoCounters amongo_counters;
 atomic_long amongo_fork_generation;
@@ -114,6 +115,47 @@ mod_exception_classes(PyObject *m, PyObject *Py_UNUSED(ignored))
     return d;
 }
 
+/* The BSON codec's test and benchmark entry points (codec.h): bson.decode, bson.decode_all and
+ * bson.encode, natively. */
+static PyObject *
+mod_bson_decode(PyObject *m, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"data", "codec_options", NULL};
+    PyObject *data, *options = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:bson_decode", kwlist, &data, &options))
+        return NULL;
+    return amongo_decode_object(module_state(m), data, options, false);
+}
+
+static PyObject *
+mod_bson_decode_all(PyObject *m, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"data", "codec_options", NULL};
+    PyObject *data, *options = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:bson_decode_all", kwlist, &data, &options))
+        return NULL;
+    return amongo_decode_object(module_state(m), data, options, true);
+}
+
+static PyObject *
+mod_bson_encode(PyObject *m, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"document", "check_keys", "codec_options", NULL};
+    PyObject *doc, *options = Py_None;
+    int check_keys = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pO:bson_encode", kwlist, &doc, &check_keys,
+                                     &options))
+        return NULL;
+    AmongoBuffer buf;
+    amongo_buffer_init(&buf);
+    unsigned flags = AMONGO_ENCODE_ID_FIRST | (check_keys ? AMONGO_ENCODE_CHECK_KEYS : 0);
+    PyObject *result = NULL;
+    if (amongo_encode_document(module_state(m), doc, options, flags, &buf) == 0)
+        result = PyBytes_FromStringAndSize((const char *)buf.data, (Py_ssize_t)buf.len);
+    amongo_buffer_free(&buf);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"debug_counters", mod_debug_counters, METH_NOARGS,
      "C debug counters: jobs submitted/completed/live, replies live, workers, wake-ups, drains."},
@@ -123,6 +165,12 @@ static PyMethodDef module_methods[] = {
     {"flush_logs", mod_flush_logs, METH_NOARGS, "deliver parked libmongoc log messages to logging"},
     {"_mongoc_log", mod_mongoc_log, METH_VARARGS, "_mongoc_log(level, domain, message) (tests)"},
     {"exception_classes", mod_exception_classes, METH_NOARGS, "the pymongo.errors classes in use"},
+    {"bson_decode", (PyCFunction)(void (*)(void))mod_bson_decode, METH_VARARGS | METH_KEYWORDS,
+     "bson_decode(data, codec_options=None): one document, as bson.decode (native codec)"},
+    {"bson_decode_all", (PyCFunction)(void (*)(void))mod_bson_decode_all, METH_VARARGS | METH_KEYWORDS,
+     "bson_decode_all(data, codec_options=None): concatenated documents, as bson.decode_all"},
+    {"bson_encode", (PyCFunction)(void (*)(void))mod_bson_encode, METH_VARARGS | METH_KEYWORDS,
+     "bson_encode(document, check_keys=False, codec_options=None) -> bytes, as bson.encode"},
     {NULL},
 };
 
@@ -172,7 +220,9 @@ module_exec(PyObject *m)
 #undef INTERN
 
     if (amongo_errors_init(st) < 0 || amongo_queue_init_type(m, st) < 0 ||
-        amongo_client_init_type(m, st) < 0 || amongo_jobs_init_types(m, st) < 0)
+        amongo_client_init_type(m, st) < 0 || amongo_jobs_init_types(m, st) < 0 ||
+        amongo_codec_init(m, st) < 0 || amongo_topology_init_types(m, st) < 0 ||
+        amongo_sdam_init_types(m, st) < 0)
         return -1;
 
 #define CONST(name) \
@@ -180,9 +230,12 @@ module_exec(PyObject *m)
         return -1;
     CONST(OP_COMMAND) CONST(OP_READ) CONST(OP_WRITE) CONST(OP_READ_WRITE) CONST(OP_INSERT)
     CONST(OP_BULK) CONST(OP_SESSION_START) CONST(OP_TXN_START) CONST(OP_TXN_COMMIT)
-    CONST(OP_TXN_ABORT) CONST(OP_SESSION_END)
+    CONST(OP_TXN_ABORT) CONST(OP_SESSION_END) CONST(OP_SELECT_SERVER)
     CONST(RES_DOC) CONST(RES_FIRST) CONST(RES_CURSOR) CONST(RES_WRITE) CONST(RES_BULK)
-    CONST(RES_NONE) CONST(RES_STREAM) CONST(RES_SESSION)
+    CONST(RES_NONE) CONST(RES_STREAM) CONST(RES_SESSION) CONST(RES_SERVER)
+    CONST(SDAM_SERVER_OPENING) CONST(SDAM_SERVER_CLOSED) CONST(SDAM_SERVER_CHANGED)
+    CONST(SDAM_TOPOLOGY_OPENING) CONST(SDAM_TOPOLOGY_CLOSED) CONST(SDAM_TOPOLOGY_CHANGED)
+    CONST(SDAM_HEARTBEAT_STARTED) CONST(SDAM_HEARTBEAT_SUCCEEDED) CONST(SDAM_HEARTBEAT_FAILED)
     CONST(BULK_INSERT) CONST(BULK_UPDATE_ONE) CONST(BULK_UPDATE_MANY) CONST(BULK_REPLACE_ONE)
     CONST(BULK_DELETE_ONE) CONST(BULK_DELETE_MANY)
     CONST(FLAG_PIN) CONST(FLAG_BYPASS) CONST(FLAG_QUIET) CONST(FLAG_MAX_TIME) CONST(FLAG_RETRY)

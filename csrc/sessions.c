@@ -134,14 +134,8 @@ amongo_session_enqueue(AmongoSession *s, AmongoJob *job)
 {
     pthread_mutex_lock(&s->mu);
     bool wait = s->busy;
-    if (wait) {
-        job->next = NULL;
-        if (s->waiting_tail)
-            s->waiting_tail->next = job;
-        else
-            s->waiting_head = job;
-        s->waiting_tail = job;
-    }
+    if (wait)
+        amongo_jobs_append(&s->waiting, job);
     s->busy = true;
     pthread_mutex_unlock(&s->mu);
     return wait;
@@ -155,15 +149,9 @@ AmongoJob *
 amongo_session_turn_done(AmongoSession *s)
 {
     pthread_mutex_lock(&s->mu);
-    AmongoJob *next = s->waiting_head;
-    if (next) {
-        s->waiting_head = next->next;
-        if (!s->waiting_head)
-            s->waiting_tail = NULL;
-        next->next = NULL;
-    } else {
+    AmongoJob *next = amongo_jobs_pop(&s->waiting);
+    if (!next)
         s->busy = false;
-    }
     pthread_mutex_unlock(&s->mu);
     return next;
 }
@@ -174,20 +162,7 @@ AmongoJob *
 amongo_session_take_waiting(AmongoSession *s, PyObject *future)
 {
     pthread_mutex_lock(&s->mu);
-    AmongoJob *prev = NULL, *job = s->waiting_head;
-    while (job && job->future != future) {
-        prev = job;
-        job = job->next;
-    }
-    if (job) {
-        if (prev)
-            prev->next = job->next;
-        else
-            s->waiting_head = job->next;
-        if (s->waiting_tail == job)
-            s->waiting_tail = prev;
-        job->next = NULL;
-    }
+    AmongoJob *job = amongo_jobs_take(&s->waiting, future, NULL);
     pthread_mutex_unlock(&s->mu);
     return job;
 }

@@ -41,7 +41,7 @@ struct AmongoPool {
     pthread_cond_t work_cv;  /* a job was queued, or the pool is stopping */
     pthread_cond_t exit_cv;  /* a worker exited */
     pthread_cond_t spawn_cv; /* the spawner has a job to watch, or the pool is stopping */
-    AmongoJob *head, *tail;  /* run queue, FIFO */
+    AmongoJobList run;       /* the run queue */
     int queued;
     int workers;             /* threads that will still take jobs (spawn decisions) */
     int alive;               /* threads that still hold a libmongoc client (shutdown waits on it) */
@@ -58,6 +58,7 @@ struct AmongoPool {
     bool stopping;
     AmongoJob *barrier;      /* finished by the last worker to exit after stop */
     AmongoWorkerCtx *idle_ctx; /* contexts of exited workers, for the next ones (asyncmongo.h) */
+    atomic_long running;     /* jobs a worker is running now (stats; no lock) */
     AmongoRtt rtt[AMONGO_RTT_SERVERS]; /* round trips seen, by server (amongo_pool_rtt_nogil) */
     int max_workers;
     mongoc_client_pool_t *mpool;
@@ -145,12 +146,8 @@ amongo_pool_free(AmongoPool *pool)
 static AmongoJob *
 pool_pop_locked(AmongoPool *pool)
 {
-    AmongoJob *job = pool->head;
+    AmongoJob *job = amongo_jobs_pop(&pool->run);
     if (job) {
-        pool->head = job->next;
-        if (!pool->head)
-            pool->tail = NULL;
-        job->next = NULL;
         pool->queued--;
         pool->taken++;
     }
@@ -166,6 +163,7 @@ worker_run_nogil(AmongoPool *pool, AmongoJob *job, mongoc_client_t *client)
 {
     bool run = true;
     while (job) {
+        atomic_fetch_add_explicit(&pool->running, 1, memory_order_relaxed);
         if (!run)
             amongo_job_set_closed(job);
         else if (!amongo_job_expired(job)) { /* a job whose deadline passed in the queue: unsent */
@@ -174,6 +172,7 @@ worker_run_nogil(AmongoPool *pool, AmongoJob *job, mongoc_client_t *client)
             amongo_stream_set_deadline_nogil(0);
         }
         AmongoJob *next = job->session ? amongo_session_turn_done(job->session) : NULL;
+        atomic_fetch_sub_explicit(&pool->running, 1, memory_order_relaxed);
         amongo_queue_push_from_worker(job->queue, job);
         if (next) {
             pthread_mutex_lock(&pool->mu);
@@ -188,6 +187,7 @@ static void *
 worker_main_nogil(void *arg)
 {
     AmongoPool *pool = arg;
+    pthread_setname_np(pthread_self(), "asyncmongo-io"); /* as top, ps and profilers show it */
     AmongoWorkerCtx *ctx = worker_ctx_take_nogil(pool);
     mongoc_client_t *client = ctx ? ctx->client : NULL;
     current_ctx = ctx;
@@ -207,7 +207,7 @@ worker_main_nogil(void *arg)
             pool->waiting++;
             int rc = pthread_cond_timedwait(&pool->work_cv, &pool->mu, &deadline);
             pool->waiting--;
-            if (rc == ETIMEDOUT && !pool->head)
+            if (rc == ETIMEDOUT && !pool->run.head)
                 break;
         }
         if (!job) {
@@ -292,6 +292,7 @@ static void *
 spawner_main_nogil(void *arg)
 {
     AmongoPool *pool = arg;
+    pthread_setname_np(pthread_self(), "asyncmongo-grow");
     pthread_mutex_lock(&pool->mu);
     while (!pool->stopping) {
         if (!pool->armed) {
@@ -301,7 +302,7 @@ spawner_main_nogil(void *arg)
                 break;
             continue;
         }
-        AmongoJob *head = pool->head;
+        AmongoJob *head = pool->run.head;
         int backlog = pool->queued - pool->waiting - pool->starting;
         if (!head || backlog <= 0 || pool->workers >= pool->max_workers) {
             pool->armed = false;
@@ -385,12 +386,7 @@ amongo_pool_submit(AmongoPool *pool, AmongoJob *job)
         pthread_mutex_unlock(&pool->mu);
         return -1;
     }
-    job->next = NULL;
-    if (pool->tail)
-        pool->tail->next = job;
-    else
-        pool->head = job;
-    pool->tail = job;
+    amongo_jobs_append(&pool->run, job);
     pool->queued++;
     job->queued_at_us = bson_get_monotonic_time();
     /* Every thread busy (none waiting or about to look): start one now while there are few, else
@@ -433,15 +429,7 @@ amongo_pool_submit(AmongoPool *pool, AmongoJob *job)
         pool->starting--;
         if (pool->workers == 0) {
             /* No thread will ever run it: take it back (it is still queued, nobody could pop it). */
-            AmongoJob **link = &pool->head, *prev = NULL;
-            while (*link && *link != job) {
-                prev = *link;
-                link = &(*link)->next;
-            }
-            if (*link) {
-                *link = job->next;
-                if (pool->tail == job)
-                    pool->tail = prev;
+            if (amongo_jobs_take(&pool->run, NULL, job)) {
                 pool->queued--;
                 pthread_mutex_unlock(&pool->mu);
                 return -2;
@@ -457,21 +445,9 @@ AmongoJob *
 amongo_pool_take_queued(AmongoPool *pool, PyObject *future)
 {
     pthread_mutex_lock(&pool->mu);
-    AmongoJob *prev = NULL, *job = pool->head;
-    while (job && job->future != future) {
-        prev = job;
-        job = job->next;
-    }
-    if (job) {
-        if (prev)
-            prev->next = job->next;
-        else
-            pool->head = job->next;
-        if (pool->tail == job)
-            pool->tail = prev;
-        job->next = NULL;
+    AmongoJob *job = amongo_jobs_take(&pool->run, future, NULL);
+    if (job)
         pool->queued--;
-    }
     pthread_mutex_unlock(&pool->mu);
     return job;
 }
@@ -484,8 +460,7 @@ amongo_pool_stop(AmongoPool *pool, AmongoJob *barrier, bool *barrier_queued)
 {
     pthread_mutex_lock(&pool->mu);
     pool->stopping = true;
-    AmongoJob *queued = pool->head;
-    pool->head = pool->tail = NULL;
+    AmongoJob *queued = amongo_jobs_take_all(&pool->run);
     pool->queued = 0;
     *barrier_queued = barrier && pool->alive > 0;
     if (*barrier_queued)
@@ -561,6 +536,15 @@ amongo_pool_sessions(AmongoPool *pool)
     int n = pool->sessions;
     pthread_mutex_unlock(&pool->mu);
     return n;
+}
+
+void
+amongo_pool_activity(AmongoPool *pool, int *busy, long *running)
+{
+    pthread_mutex_lock(&pool->mu);
+    *busy = pool->workers - pool->waiting - pool->starting;
+    pthread_mutex_unlock(&pool->mu);
+    *running = atomic_load_explicit(&pool->running, memory_order_relaxed);
 }
 
 void

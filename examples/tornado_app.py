@@ -4,7 +4,7 @@ cursor), get by id, update, delete; a unique index on ``slug``; 400, 404 and 409
     python -m examples.tornado_app [--uri MONGODB_URI] [--port 8888] [--db notes]
 
 Without --uri (or MONGODB_URI in the environment) it starts SecantusDB in its own process
-(tests/servers.py) and stops it on exit. The API:
+(asyncmongo.testing) and stops it on exit. The API:
 
     POST   /notes                 {"slug": "groceries", "title": "Groceries", "body": "tea"}  -> 201
     GET    /notes?limit=20&after=<id>                       -> {"notes": [...], "next": <id> | null}
@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import signal
-import sys
 from typing import Any
 
 import tornado.web
@@ -105,7 +104,8 @@ def check_fields(data: Any, creating: bool) -> dict[str, str]:
 class BaseHandler(tornado.web.RequestHandler):
     @property
     def notes(self) -> TornadoCollection:
-        return self.settings["notes"]
+        notes: TornadoCollection = self.settings["notes"]  # the settings dict holds Any
+        return notes
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     embedded = None
     uri = args.uri
     if not uri:
-        from tests.servers import ServerProcess
+        from asyncmongo.testing import ServerProcess
 
         embedded = ServerProcess().start()
         uri = embedded.uri
@@ -244,4 +244,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -61,7 +61,7 @@ async def tour(uri: str) -> None:
         try:
             await client.admin.command("noSuchCommand")
         except OperationFailure as exc:
-            print(f"OperationFailure code={exc.code}: {exc.details.get('errmsg')}")
+            print(f"OperationFailure code={exc.code}: {(exc.details or {}).get('errmsg')}")
 
         say("cancellation: a cancelled task's operation is dropped, the client carries on")
         task = asyncio.ensure_future(coll.find_one({"_id": 1}))
@@ -86,7 +86,7 @@ def main() -> None:
     uri = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MONGODB_URI")
     server = None
     if not uri:
-        from tests.servers import ServerProcess
+        from asyncmongo.testing import ServerProcess
 
         server = ServerProcess().start()
         uri = server.uri

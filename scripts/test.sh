@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The test command: set up, then run the suite the ways users run it: the default (eventfd
 # wake-up, asyncio loop), the call_soon_threadsafe wake-up, uvloop, asyncio debug mode, and the C
-# core built with AddressSanitizer + UndefinedBehaviorSanitizer. Arguments go to every pytest run.
-# ASYNCMONGO_TEST_MODES limits the runs, e.g. ASYNCMONGO_TEST_MODES="default sanitize".
+# core built with AddressSanitizer + UndefinedBehaviorSanitizer; then the wheel job
+# (scripts/wheel.sh: a wheel per supported CPython found here, each installed in a fresh virtual
+# environment and tested there). Arguments go to every pytest run.
+# ASYNCMONGO_TEST_MODES limits the runs, e.g. ASYNCMONGO_TEST_MODES="default sanitize wheel".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 bash scripts/setup.sh || exit 1
 
-modes=${ASYNCMONGO_TEST_MODES:-"default threadsafe uvloop debug sanitize"}
+modes=${ASYNCMONGO_TEST_MODES:-"default threadsafe uvloop debug sanitize wheel"}
 # The benchmarks run once, in the default mode, as smoke tests (pytest-benchmark's timing off); the
 # other modes run tests/ only.
 if [ $# -gt 0 ]; then only_tests=("$@"); else only_tests=(tests); fi
@@ -41,6 +43,23 @@ for mode in $modes; do
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         "$PY" -m pytest -q "${only_tests[@]}"
       mv "$so.normal" "$so"
+      ;;
+    wheel)
+      # Every CPython the package supports (pyproject.toml: 3.10+) that is on this machine; the
+      # default Python is always one of them.
+      real() { "$1" -c 'import os, sys; print(os.path.realpath(sys.executable))'; }
+      pythons=$(real "$PY")
+      for v in 3.10 3.11 3.12 3.13; do
+        found=""
+        for cand in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python "$(command -v "python$v" || true)"; do
+          if [ -x "$cand" ] && "$cand" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$v'.split('.')))" 2>/dev/null; then
+            found=$cand; break
+          fi
+        done
+        if [ -z "$found" ]; then echo "note: no Python $v on this machine: its wheel is not built" >&2; continue; fi
+        [ "$(real "$found")" = "$(real "$PY")" ] || pythons="$pythons $found"
+      done
+      run wheel env ASYNCMONGO_WHEEL_PYTHONS="$pythons" PYTHON="$PY" bash scripts/wheel.sh
       ;;
     *) echo "unknown mode $mode" >&2; failed+=("$mode") ;;
   esac

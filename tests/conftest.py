@@ -19,7 +19,10 @@ import uuid
 import pytest
 
 from asyncmongo import AsyncMongoClient, _core
-from tests.servers import server_from_env
+
+# The server comes from asyncmongo's own pytest plugin (mongodb_server), as in users' projects.
+# Installed, the package registers the plugin under this name too, and pytest loads it once.
+pytest_plugins = ["asyncmongo.testing.plugin", "pytester"]
 
 
 def pytest_addoption(parser):
@@ -106,11 +109,17 @@ def loop_kind(pytestconfig) -> str:
 
 
 @pytest.fixture(scope="session")
-def server():
-    """The server every test talks to: SecantusDB started once in its own process, or MONGODB_URI."""
-    srv = server_from_env()
-    yield srv
-    srv.stop()
+def mongodb_server_args() -> tuple[str, ...]:
+    # Test commands (configureFailPoint) on, as drivers' conformance suites run mongod: the CRUD
+    # specification tests inject failures with them. The server listens on loopback only.
+    return ("--enable-test-commands",)
+
+
+@pytest.fixture(scope="session")
+def server(mongodb_server):
+    """The server every test talks to: the plugin's mongodb_server (SecantusDB started once in its
+    own process, or MONGODB_URI)."""
+    return mongodb_server
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,15 @@ Run as a script this file is the proxy itself (an asyncio program driven by
 commands on stdin); imported, it provides DelayProxy, which launches and
 controls that child. A separate process keeps the proxy's work off the GIL of
 the test process, so it cannot skew what the driver under test experiences.
+
+Besides a delay on every reply (``set_delay``), it injects faults into server
+replies (``DelayProxy.fault``): a reset or a clean close (FIN) after N bytes of
+a reply, a black hole (requests read and dropped, nothing ever answered), a
+trickle (a reply delivered a few bytes at a time) and a one-off delay. It
+follows the MongoDB wire framing in both directions (each message starts with
+its int32 length), so a fault lands on a chosen byte of a chosen reply; replies
+to the handshake and heartbeat commands (hello, isMaster) are never faulted, so
+a fault hits an operation, not a driver's monitor.
 """
 
 from __future__ import annotations
@@ -19,13 +28,24 @@ import sys
 import tempfile
 import time
 
-__all__ = ["DelayProxy"]
+__all__ = ["DelayProxy", "FAULT_MODES", "FAULT_SCOPES"]
 
 _START_TIMEOUT = 10.0
 _COMMAND_TIMEOUT = 10.0
 _CHUNK = 64 * 1024
 # Bounds how far the proxy reads ahead of a slow client (chunks, not bytes).
 _MAX_QUEUED_CHUNKS = 1024
+# Replies to these are handshakes and heartbeats: faults never touch them.
+_HANDSHAKE_COMMANDS = frozenset({"hello", "ismaster", "isMaster"})
+# Of each request the proxy keeps this many leading bytes: enough for the command's name.
+_REQUEST_HEAD = 512
+_OP_QUERY, _OP_MSG = 2004, 2013
+
+FAULT_MODES = ("reset", "fin", "blackhole", "trickle", "delay")
+# "next": the next reply of any connection, once. "all": every reply of every connection (a black
+# hole: every connection at once, and new ones from their first byte). "new": every reply of the
+# connections opened from now on (a black hole: those connections from their first byte).
+FAULT_SCOPES = ("next", "all", "new")
 
 
 # ---------------------------------------------------------------------------
@@ -45,20 +65,117 @@ def _reset_and_close(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+class _Frames:
+    """Where a byte stream is in its wire messages. ``split`` cuts a chunk where messages start,
+    so that each piece lies within one message, and says which pieces start one; ``msg_len`` is the
+    current message's length once its 4-byte prefix is in, ``head`` its first _REQUEST_HEAD bytes.
+    A length under 16 (not the wire protocol: a test's echo target) makes the rest of the stream
+    one message, which is harmless: framing only matters to faults."""
+
+    def __init__(self) -> None:
+        self.pos = 0  # bytes of the current message seen
+        self.msg_len: int | None = None
+        self.head = b""
+
+    def split(self, data: bytes) -> list[tuple[bool, bytes]]:
+        pieces: list[tuple[bool, bytes]] = []
+        i = 0
+        while i < len(data):
+            first, starts = i, self.pos == 0
+            if starts:
+                self.head, self.msg_len = b"", None
+            if self.msg_len is None:
+                take = min(4 - self.pos, len(data) - i)
+                self.head += data[i : i + take]
+                self.pos += take
+                i += take
+                if self.pos == 4:
+                    n = struct.unpack("<i", self.head)[0]
+                    self.msg_len = n if n >= 16 else 1 << 62
+            if self.msg_len is not None:
+                take = min(self.msg_len - self.pos, len(data) - i)
+                if len(self.head) < _REQUEST_HEAD:
+                    self.head += data[i : i + min(take, _REQUEST_HEAD - len(self.head))]
+                self.pos += take
+                i += take
+                if self.pos == self.msg_len:
+                    self.pos = 0
+            pieces.append((starts, data[first:i]))
+        return pieces
+
+
+def _first_key(doc: bytes, at: int) -> tuple[str | None, int]:
+    """Name of the first element of the BSON document at ``at``, and where its value starts."""
+    if len(doc) < at + 6 or doc[at + 4] == 0:
+        return None, -1
+    end = doc.find(b"\0", at + 5)
+    if end < 0:
+        return None, -1
+    return doc[at + 5 : end].decode("utf-8", "replace"), end + 1
+
+
+def _command_name(head: bytes) -> str | None:
+    """The command a request carries (OP_MSG body, or OP_QUERY query, perhaps in ``$query``)."""
+    if len(head) < 21:
+        return None
+    op = struct.unpack_from("<i", head, 12)[0]
+    if op == _OP_MSG and head[20] == 0:
+        return _first_key(head, 21)[0]
+    if op == _OP_QUERY:
+        name_end = head.find(b"\0", 20)
+        if name_end < 0:
+            return None
+        key, value_at = _first_key(head, name_end + 9)
+        if key == "$query" and value_at > 0:
+            key = _first_key(head, value_at)[0]
+        return key
+    return None
+
+
+class _Fault:
+    """What to do to a reply. ``serial``: connections with a lower serial were open when the fault
+    was set (scope "new" spares them)."""
+
+    def __init__(self, mode: str, scope: str, after: int, rate: float, chunk: int,
+                 seconds: float, serial: int) -> None:
+        self.mode, self.scope, self.after = mode, scope, after
+        self.rate, self.chunk, self.seconds, self.serial = rate, chunk, seconds, serial
+
+    @classmethod
+    def parse(cls, args: list[str], serial: int) -> "_Fault":
+        mode, scope, after, rate, chunk, seconds = args
+        if mode not in FAULT_MODES or scope not in FAULT_SCOPES:
+            raise ValueError(f"bad mode or scope {mode!r} {scope!r}")
+        fault = cls(mode, scope, int(after), float(rate), int(chunk), float(seconds), serial)
+        if fault.after < 0 or fault.rate <= 0 or fault.chunk <= 0 or fault.seconds < 0:
+            raise ValueError("after >= 0, rate > 0, chunk > 0, seconds >= 0")
+        return fault
+
+
 class _Connection:
     def __init__(
         self,
         proxy: "_Proxy",
         client_r: asyncio.StreamReader,
         client_w: asyncio.StreamWriter,
+        serial: int,
     ) -> None:
         self.proxy = proxy
         self.client_r = client_r
         self.client_w = client_w
+        self.serial = serial
         self.server_w: asyncio.StreamWriter | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        # A black-holed connection forwards nothing either way, until it is closed.
+        self.blackholed = False
+        # Name of the command of the request last received from the client.
+        self.last_request: str | None = None
 
     async def run(self) -> None:
+        if self.blackholed:
+            # Black-holed from its first byte: the server never hears of it.
+            await self._swallow_requests()
+            return
         try:
             server_r, self.server_w = await asyncio.open_connection(
                 self.proxy.target_host, self.proxy.target_port
@@ -86,10 +203,26 @@ class _Connection:
         finally:
             self.close()
 
+    async def _swallow_requests(self) -> None:
+        try:
+            while await self.client_r.read(_CHUNK):
+                pass
+        except OSError:
+            pass
+        finally:
+            self.close()
+
     async def _client_to_server(self) -> None:
         assert self.server_w is not None
+        frames = _Frames()
         try:
             while data := await self.client_r.read(_CHUNK):
+                if self.blackholed:
+                    continue
+                frames.split(data)
+                # The head of the latest request (complete or not yet): drivers send one request
+                # at a time on a connection, so its reply is the next one.
+                self.last_request = _command_name(frames.head)
                 self.server_w.write(data)
                 await self.server_w.drain()
         except (OSError, asyncio.IncompleteReadError):
@@ -109,6 +242,9 @@ class _Connection:
 
     async def _queue_to_client(self, queue: asyncio.Queue[tuple[float, bytes]]) -> None:
         loop = asyncio.get_running_loop()
+        frames = _Frames()
+        fault: _Fault | None = None  # the current reply's
+        sent = 0  # bytes of the current reply delivered
         try:
             while True:
                 deliver_at, data = await queue.get()
@@ -117,10 +253,50 @@ class _Connection:
                     await asyncio.sleep(wait)
                 if not data:
                     return
-                self.client_w.write(data)
-                await self.client_w.drain()
+                for starts, piece in frames.split(data):
+                    if starts:
+                        fault, sent = self.proxy.fault_for_reply(self), 0
+                        if fault is not None and fault.mode == "blackhole":
+                            self.blackholed = True
+                        elif fault is not None and fault.mode == "delay":
+                            await asyncio.sleep(fault.seconds)
+                    if self.blackholed:
+                        continue
+                    if fault is not None and fault.mode in ("reset", "fin"):
+                        # Cut inside the reply, whatever N: never the whole of it.
+                        limit = fault.after
+                        if frames.msg_len is not None:
+                            limit = min(limit, frames.msg_len - 1)
+                        if sent + len(piece) > limit:
+                            await self._write(piece[: limit - sent])
+                            self._cut(fault.mode)
+                            return
+                    if fault is not None and fault.mode == "trickle":
+                        for i in range(0, len(piece), fault.chunk):
+                            await self._write(piece[i : i + fault.chunk])
+                            await asyncio.sleep(fault.chunk / fault.rate)
+                    else:
+                        await self._write(piece)
+                    sent += len(piece)
         except OSError:
             pass
+
+    async def _write(self, data: bytes) -> None:
+        if data:
+            self.client_w.write(data)
+            await self.client_w.drain()
+
+    def _cut(self, mode: str) -> None:
+        if mode == "reset":
+            self.reset()
+            return
+        # FIN: what the client has been sent is delivered, then end of stream.
+        for task in self.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        self.client_w.close()
+        if self.server_w is not None:
+            _reset_and_close(self.server_w)
 
     def close(self) -> None:
         for task in self.tasks:
@@ -131,7 +307,8 @@ class _Connection:
 
     def reset(self) -> None:
         for task in self.tasks:
-            task.cancel()
+            if task is not asyncio.current_task():
+                task.cancel()
         for w in (self.client_w, self.server_w):
             if w is not None:
                 _reset_and_close(w)
@@ -144,17 +321,46 @@ class _Proxy:
         self.delay = delay
         self.refusing = False
         self.connections: set[_Connection] = set()
+        self.fault: _Fault | None = None
+        self.serial = 0  # connections accepted so far
+        self.triggered = 0  # faults applied (replies faulted, connections black-holed)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refusing:
             _reset_and_close(writer)
             return
-        conn = _Connection(self, reader, writer)
+        self.serial += 1
+        conn = _Connection(self, reader, writer, self.serial)
+        fault = self.fault
+        if fault is not None and fault.mode == "blackhole" and fault.scope in ("all", "new"):
+            conn.blackholed = True
+            self.triggered += 1
         self.connections.add(conn)
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
+
+    def fault_for_reply(self, conn: _Connection) -> _Fault | None:
+        """The fault a reply starting now on ``conn`` suffers, if any (a "next" fault is used up)."""
+        fault = self.fault
+        if fault is None or conn.last_request in _HANDSHAKE_COMMANDS:
+            return None
+        if fault.scope == "new" and conn.serial <= fault.serial:
+            return None
+        if fault.scope == "next":
+            self.fault = None
+        self.triggered += 1
+        return fault
+
+    def set_fault(self, args: list[str]) -> None:
+        fault = _Fault.parse(args, self.serial)
+        self.fault = fault
+        if fault.mode == "blackhole" and fault.scope == "all":
+            for conn in self.connections:
+                if not conn.blackholed:
+                    conn.blackholed = True
+                    self.triggered += 1
 
     def drop_all(self) -> None:
         for conn in list(self.connections):
@@ -176,6 +382,19 @@ class _Proxy:
                 return "ERR delay must be >= 0", True
             self.delay = value
             return "OK", True
+        if cmd == "fault" and args == ["off"]:
+            self.fault = None
+            return "OK", True
+        if cmd == "fault" and len(args) == 6:
+            try:
+                self.set_fault(args)
+            except ValueError as exc:
+                return f"ERR {exc}", True
+            return "OK", True
+        if cmd == "stats" and not args:
+            blackholed = sum(1 for c in self.connections if c.blackholed)
+            return (f"OK triggered={self.triggered} connections={len(self.connections)} "
+                    f"blackholed={blackholed} accepted={self.serial}"), True
         if cmd == "drop" and not args:
             self.drop_all()
             return "OK", True
@@ -231,7 +450,7 @@ class DelayProxy:
     """Controls a proxy child process in front of ``target_host:target_port``.
 
     Responses (server->client) are delivered ``delay`` seconds late; requests
-    pass straight through.
+    pass straight through. ``fault()`` injects one fault into replies.
     """
 
     def __init__(self, target_host: str, target_port: int, delay: float = 0.0) -> None:
@@ -311,6 +530,46 @@ class DelayProxy:
         """While on, new connections are reset as soon as they are accepted."""
         self._command(f"refuse {'on' if on else 'off'}")
 
+    def fault(
+        self,
+        mode: str,
+        *,
+        scope: str = "next",
+        after: int = 0,
+        rate: float = 1000.0,
+        chunk: int = 8,
+        seconds: float = 1.0,
+    ) -> None:
+        """Fault server replies (never those to hello/isMaster) until ``clear_fault()``.
+
+        ``mode``:
+          - ``"reset"``: deliver ``after`` bytes of the reply, then reset the connection (RST);
+          - ``"fin"``: deliver ``after`` bytes, then close it cleanly (FIN): a reply cut short;
+            for both, a reply is always cut (at most its length - 1 bytes get through);
+          - ``"blackhole"``: from the reply on, the connection forwards nothing either way (requests
+            are read and dropped, nothing is ever answered) until it is closed;
+          - ``"trickle"``: the reply comes ``chunk`` bytes at a time, at ``rate`` bytes/s;
+          - ``"delay"``: the reply comes ``seconds`` late (on top of ``set_delay``).
+
+        ``scope``: ``"next"`` faults the next reply of any connection, once; ``"all"`` every reply of
+        every connection; ``"new"`` every reply of connections opened from now on. A black hole of
+        scope ``"all"`` takes every open connection at once, and with ``"all"`` or ``"new"`` new
+        connections are black-holed from their first byte (the server never sees them).
+        """
+        if mode not in FAULT_MODES or scope not in FAULT_SCOPES:
+            raise ValueError(f"mode must be one of {FAULT_MODES}, scope one of {FAULT_SCOPES}")
+        self._command(f"fault {mode} {scope} {int(after)} {float(rate)!r} {int(chunk)} {float(seconds)!r}")
+
+    def clear_fault(self) -> None:
+        """No more faults; connections already black-holed stay so (drop_connections ends them)."""
+        self._command("fault off")
+
+    def stats(self) -> dict[str, int]:
+        """``triggered`` (faults applied so far: replies faulted, connections black-holed),
+        ``connections`` (open now), ``blackholed`` (of those), ``accepted`` (since start)."""
+        reply = self._command("stats")
+        return {k: int(v) for k, v in (item.split("=") for item in reply.split()[1:])}
+
     def stop(self) -> None:
         if self._proc is None:
             return
@@ -353,15 +612,16 @@ class DelayProxy:
         self._stderr_file.seek(0)
         return self._stderr_file.read()[-4000:].decode("utf-8", "replace")
 
-    def _command(self, line: str) -> None:
+    def _command(self, line: str) -> str:
         if not self.running:
             raise RuntimeError(f"proxy is not running; stderr:\n{self._stderr_tail()}")
         assert self._proc is not None and self._proc.stdin is not None
         self._proc.stdin.write(line.encode() + b"\n")
         self._proc.stdin.flush()
         reply = self._readline(_COMMAND_TIMEOUT)
-        if reply != "OK":
+        if reply != "OK" and not reply.startswith("OK "):
             raise RuntimeError(f"proxy rejected {line!r}: {reply}")
+        return reply
 
     def _readline(self, timeout: float) -> str:
         # Raw reads with select, so a hung child cannot hang the test run.

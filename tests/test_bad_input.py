@@ -15,7 +15,6 @@ import pymongo
 import pytest
 from bson.errors import InvalidDocument
 from bson.raw_bson import RawBSONDocument
-from pymongo import monitoring
 from pymongo.errors import (
     ConfigurationError,
     DocumentTooLarge,
@@ -376,19 +375,6 @@ def test_bad_host_or_port_type_is_type_error(args):
         AsyncMongoClient(*args, connect=False)
 
 
-class _Listener(monitoring.ServerListener):
-    """Server (SDAM) listeners are not supported yet; command listeners are."""
-
-    def opened(self, event):
-        pass
-
-    def description_changed(self, event):
-        pass
-
-    def closed(self, event):
-        pass
-
-
 @pytest.mark.parametrize(
     "uri, kwargs, option",
     [
@@ -396,10 +382,8 @@ class _Listener(monitoring.ServerListener):
         ("mongodb://localhost/?maxConnecting=2", {}, "maxconnecting"),
         ("mongodb://localhost", {"server_api": ServerApi("1")}, "server_api"),
         ("mongodb://localhost", {"serverMonitoringMode": "poll"}, "servermonitoringmode"),
-        ("mongodb://localhost", {"event_listeners": [_Listener()]}, "event_listeners"),
     ],
-    ids=["maxConnecting", "uri_maxConnecting", "server_api",
-         "serverMonitoringMode", "event_listeners"],
+    ids=["maxConnecting", "uri_maxConnecting", "server_api", "serverMonitoringMode"],
 )
 def test_option_pymongo_accepts_but_we_cannot_honour(uri, kwargs, option):
     expected, _ = pymongo_client_outcome(uri, **kwargs)

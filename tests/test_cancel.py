@@ -122,3 +122,53 @@ async def test_ten_thousand_random_cancellations(make_client, server, sync_clien
     assert reported <= stored
     # Still usable.
     assert await coll.find_one({"_id": 7}) == {"_id": 7, "v": 7}
+
+
+def _idle_cursors(sync_client, db_name):
+    """The server's open cursors on the test's database (currentOp lists them as idleCursor)."""
+    ops = sync_client.admin.command("currentOp", idleCursors=True)["inprog"]
+    return [op for op in ops if op.get("type") == "idleCursor" and op["ns"].startswith(db_name + ".")]
+
+
+@pytest.mark.parametrize("opener", ["find", "aggregate", "watch", "find_in_session"])
+async def test_cancelled_while_opening_a_cursor_leaves_none_open(
+        make_client, proxy, sync_client, db_name, opener):
+    """A task cancelled while a worker runs the command that opens a server cursor: the command
+    finishes there and its result is dropped; the cursor it opened is killed then, not left open on
+    the server until its timeout (found by the cancellation storm of tests/test_fault_cancel.py)."""
+    # More than a default first batch (101), whatever batch size the opener asks for.
+    sync_client[db_name]["items"].insert_many([{"_id": i} for i in range(300)])
+    client = make_client(proxy.uri, maxPoolSize=4)
+    coll = client[db_name]["items"]
+    await coll.find_one({})  # connected
+    proxy.set_delay(0.3)
+
+    async def open_it():
+        if opener == "find":
+            return await coll.find({}, batch_size=2).next()
+        if opener == "aggregate":
+            return await (await coll.aggregate([], batch_size=2)).next()
+        if opener == "watch":
+            return await coll.watch(max_await_time_ms=50)
+        async with client.start_session() as s:
+            return await coll.find({}, batch_size=2, session=s).next()
+
+    task = asyncio.ensure_future(open_it())
+    await wait_for_stats(client, queued=0)
+    await asyncio.sleep(0.15)  # sent, its reply held in the proxy
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    proxy.set_delay(0)
+    # The command finishes on its worker; what it opened is closed then (a job of its own).
+    deadline = time.monotonic() + 5
+    while True:
+        c = _core.debug_counters()
+        settled = (c["jobs_submitted"] == c["jobs_completed"] and not client._core.stats()["queued"]
+                   and not _idle_cursors(sync_client, db_name))
+        if settled or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert _idle_cursors(sync_client, db_name) == []
+    assert client._core.stats()["sessions"] == 0
+    assert await coll.find_one({"_id": 3}) == {"_id": 3}

@@ -328,9 +328,9 @@ async def test_close_kills_the_server_cursor(make_client, db_name, sync_client):
     client = make_client(event_listeners=[rec])
     async with await client[db_name]["items"].watch(max_await_time_ms=AWAIT_MS) as stream:
         assert await stream.try_next() is None
-        assert client._core.stats()["cursor_sessions"] == 1
+        assert client._core.stats()["sessions"] == 1
     assert not stream.alive
-    assert client._core.stats()["cursor_sessions"] == 0
+    assert client._core.stats()["sessions"] == 0
     [cursor_id] = rec.cursor_ids()
     [(_, reply)] = [r for r in rec.replies if r[0] == "killCursors"]
     assert reply["cursorsKilled"] == [Int64(cursor_id)]

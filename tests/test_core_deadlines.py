@@ -97,8 +97,8 @@ async def test_numbered_writes_are_applied_once(make_client, db_name, listener, 
     again["txnNumber"] = Int64(again["txnNumber"])
     again.pop("$clusterTime", None)
     reply = _op_msg(server.host, server.port, again)
-    assert reply["ok"] == 1 and reply["n"] == 1
-    assert sync_client[db_name].n.find_one({"_id": 1})["v"] == 3
+    assert reply["ok"] == 1 and reply["n"] == 1, reply
+    assert sync_client[db_name].n.find_one({"_id": 1})["v"] == 3, (sent, reply)
 
 
 def _op_msg(host: str, port: int, body: dict) -> dict:

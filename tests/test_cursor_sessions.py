@@ -58,7 +58,7 @@ async def test_getmores_share_the_opening_session(make_client, db_name, sync_cli
         assert lsid == rec.find_cursor[cursor_id], "a getMore left its cursor's session"
     # The three cursors lived at the same time: each had a session of its own.
     assert len(set(rec.find_cursor.values())) == 3
-    assert client._core.stats()["cursor_sessions"] == 0
+    assert client._core.stats()["sessions"] == 0
 
 
 async def test_cursor_session_released_on_close_and_collection(make_client, db_name, sync_client):
@@ -69,22 +69,22 @@ async def test_cursor_session_released_on_close_and_collection(make_client, db_n
 
     cursor = coll.find({}, batch_size=5)
     assert (await cursor.next())["_id"] == 0
-    assert stats()["cursor_sessions"] == 1
+    assert stats()["sessions"] == 1
     await cursor.close()
-    assert stats()["cursor_sessions"] == 0
+    assert stats()["sessions"] == 0
 
     cursor = coll.find({}, batch_size=5)
     await cursor.next()
-    assert stats()["cursor_sessions"] == 1
+    assert stats()["sessions"] == 1
     del cursor
     gc.collect()
     await asyncio.sleep(0.2)  # the killCursors job sent from the collector runs
-    assert stats()["cursor_sessions"] == 0
+    assert stats()["sessions"] == 0
 
     # A result that fits in the first batch never holds a session.
     docs = await coll.find({}, batch_size=100).to_list(None)
     assert len(docs) == 30
-    assert stats()["cursor_sessions"] == 0
+    assert stats()["sessions"] == 0
 
     # An open cursor does not keep close() from finishing; its session is released with it.
     cursor = coll.find({}, batch_size=5)
@@ -92,3 +92,29 @@ async def test_cursor_session_released_on_close_and_collection(make_client, db_n
     await client.close()
     del cursor
     gc.collect()
+
+
+def _idle_cursors(sync_client, db_name):
+    ops = sync_client.admin.command("currentOp", idleCursors=True)["inprog"]
+    return [op for op in ops if op.get("type") == "idleCursor" and op["ns"].startswith(db_name + ".")]
+
+
+async def test_cursor_outliving_its_session_is_killed_when_collected(make_client, db_name,
+                                                                     sync_client):
+    """A cursor of an explicit session, read part way, the session ended, then the cursor dropped:
+    the server cursor is killed (outside the ended session, as PyMongo does), not left open until
+    the server times it out (found by the cancellation storm of tests/test_fault_cancel.py)."""
+    sync_client[db_name]["items"].insert_many([{"_id": i} for i in range(300)])
+    client = make_client()
+    coll = client[db_name]["items"]
+    async with client.start_session() as s:
+        cursor = coll.find({}, batch_size=3, session=s)
+        assert [d["_id"] for d in await cursor.to_list(5)] == [0, 1, 2, 3, 4]
+    assert len(_idle_cursors(sync_client, db_name)) == 1
+    del cursor
+    gc.collect()
+    for _ in range(50):
+        if not _idle_cursors(sync_client, db_name):
+            break
+        await asyncio.sleep(0.1)
+    assert _idle_cursors(sync_client, db_name) == []

@@ -102,7 +102,7 @@ async def test_find_builds_a_cursor_without_io(coll, sync_client):
     # Two batches of two (the find, one getMore that also tells the cursor ended).
     assert jobs() - before == 2
     assert not cursor.alive and cursor.cursor_id == 0
-    assert cursor.address == coll.database.client.address
+    assert cursor.address == await coll.database.client.address
     assert cursor.retrieved == 3
     with pytest.raises(StopAsyncIteration):
         await cursor.next()
@@ -399,8 +399,10 @@ async def test_cursor_killed_elsewhere_is_cursor_not_found(coll, sync_client):
     sync_client[coll.database.name].command(
         "killCursors", coll.name, cursors=[Int64(cursor.cursor_id)]
     )
+    # The batch fetched ahead before the kill still comes; the next getMore finds no cursor.
     with pytest.raises(CursorNotFound) as info:
-        await cursor.next()
+        for _ in range(10):
+            await cursor.next()
     assert info.value.code == 43
     # The server has no cursor left: closing sends nothing, and the cursor is done.
     assert not cursor.alive
@@ -573,4 +575,10 @@ async def test_commands_sent_are_pymongos(make_client, sync_client, db_name, ser
         expected = [d for _, d in zip(range(take or 10**6), pm_cursor)]
         pm_cursor.close()
     assert got == expected
-    assert ours.sent == theirs.sent
+    sent = ours.sent
+    if take is not None and len(sent) == len(theirs.sent) + 1:
+        # Closed early: the batch fetched ahead (a getMore PyMongo never sends) may have gone out
+        # before the killCursors, which still follows it.
+        assert sent[-2]["getMore"] == "ID" and "killCursors" in sent[-1]
+        sent = sent[:-2] + sent[-1:]
+    assert sent == theirs.sent

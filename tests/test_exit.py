@@ -54,7 +54,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("wakeup", ["eventfd", "threadsafe"])
 @pytest.mark.parametrize("end", sorted(EXPECTED))
-@pytest.mark.parametrize("runner", ["asyncio", "uvloop", "tornado"])
+@pytest.mark.parametrize("runner", ["asyncio", "uvloop", "tornado", "motor"])
 def test_app_ends_with_its_own_status(server, runner, end, wakeup):
     proc = run_app(server.uri, runner, end, wakeup)
     assert proc.stdout.startswith("ready"), (proc.returncode, proc.stdout, proc.stderr[-4000:])

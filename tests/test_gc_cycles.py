@@ -20,9 +20,11 @@ import threading
 import warnings
 
 import pytest
+from pymongo import monitoring
 
 from asyncmongo import AsyncMongoClient, _core
 from asyncmongo.gridfs import AsyncGridFSBucket
+from asyncmongo.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorGridFSBucket
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRASH_MARKS = ("Fatal Python error", "Segmentation fault", "AddressSanitizer", "runtime error:")
@@ -45,10 +47,18 @@ _LOOP_CYCLE_SCRIPT = textwrap.dedent(
             return IOLoop(make_current=False).asyncio_loop
         return asyncio.new_event_loop()
 
+    from pymongo import monitoring
+
+    class Heartbeats(monitoring.ServerHeartbeatListener):
+        def started(self, event): pass
+        def succeeded(self, event): pass
+        def failed(self, event): pass
+
     for i in range(12):
         loop = new_loop()
         async def main():
-            client = AsyncMongoClient(os.environ["MONGODB_URI"], wakeup=os.environ["WAKEUP"])
+            client = AsyncMongoClient(os.environ["MONGODB_URI"], wakeup=os.environ["WAKEUP"],
+                                      heartbeatFrequencyMS=500, event_listeners=[Heartbeats()])
             loop.app_client = client  # loop -> client -> core -> queues -> loop
             cursor = client.gc_cycles.items.find(batch_size=2)
             await cursor.to_list(3)
@@ -82,6 +92,15 @@ def test_client_collected_in_a_cycle_with_its_loop(server, sync_client, loop_kin
     assert proc.stdout.strip() == "unraisable: []", proc.stdout
 
 
+class _SdamListener(monitoring.ServerListener, monitoring.ServerHeartbeatListener):
+    def opened(self, event): ...
+    def closed(self, event): ...
+    def description_changed(self, event): ...
+    def started(self, event): ...
+    def succeeded(self, event): ...
+    def failed(self, event): ...
+
+
 class Node:
     """An object that references itself, and whatever asyncmongo object it is given."""
 
@@ -95,7 +114,11 @@ async def _make_garbage(uri: str, db: str) -> None:
     streams and GridFS streams, each left unclosed inside a self-referencing object with the
     running loop, and drop them."""
     loop = asyncio.get_running_loop()
-    client = AsyncMongoClient(uri, serverSelectionTimeoutMS=10000)
+    # SDAM listeners holding the client: client -> core -> carrier -> publisher -> listener -> client.
+    listener = _SdamListener()
+    client = AsyncMongoClient(uri, serverSelectionTimeoutMS=10000, heartbeatFrequencyMS=500,
+                              event_listeners=[listener])
+    listener.client = client
     coll = client[db].items
     cursor = coll.find(batch_size=3)
     await cursor.next()
@@ -110,8 +133,22 @@ async def _make_garbage(uri: str, db: str) -> None:
     bucket = AsyncGridFSBucket(client[db])
     upload = bucket.open_upload_stream("g", chunk_size_bytes=256)
     await upload.write(b"y" * 1000)
+    # Motor's shapes: a latent cursor half read, a session in a transaction, a GridFS download.
+    mclient = AsyncIOMotorClient(uri, serverSelectionTimeoutMS=10000)
+    mcoll = mclient[db].items
+    latent = mcoll.aggregate([{"$match": {}}], batchSize=2)
+    await latent.next()
+    msession = await mclient.start_session()
+    async with msession.start_transaction():
+        await mcoll.insert_one({"mtxn": 1}, session=msession)
+    await msession.start_transaction().__aenter__()
+    mbucket = AsyncIOMotorGridFSBucket(mclient[db])
+    file_id = await mbucket.upload_from_stream("m", b"z" * 600)
+    download = await mbucket.open_download_stream(file_id)
+    await download.read(10)
     Node(loop=loop, client=client, cursor=cursor, agg=agg, session=session,
-         plain_session=plain_session, stream=stream, upload=upload, coll=coll)
+         plain_session=plain_session, stream=stream, upload=upload, coll=coll, mclient=mclient,
+         latent=latent, msession=msession, download=download)
     # Each object also in a cycle of its own with the client.
     for obj in (cursor, agg, session, stream, upload):
         Node(obj=obj, client=client)

@@ -19,25 +19,31 @@ LAZY_IMPORTS = {
     # GridFSHandler needs tornado.web, which an asyncio-only user of asyncmongo.tornado's clients
     # need not import.
     ("asyncmongo.tornado", "asyncmongo._tornado_gridfs"),
+    # The pytest plugin is loaded by every pytest run where the package is installed: it loads the
+    # C core and the server code only when a test uses its fixtures.
+    ("asyncmongo.testing.plugin", "asyncmongo.AsyncMongoClient"),
+    ("asyncmongo.testing.plugin", "asyncmongo.testing._server"),
 }
 
-PROTOCOL = re.compile(r"^(OP|RES|BULK|FLAG)_[A-Z_]+$")
+PROTOCOL = re.compile(r"^(OP|RES|BULK|FLAG|SDAM)_[A-Z_]+$")
 
 
 def test_protocol_names_are_defined_once_exported_and_typed():
     header = HEADER.read_text()
-    defined = set(re.findall(r"\bAMONGO_((?:OP|RES|BULK|FLAG)_[A-Z_]+)\b", header))
-    internal = {"OP_BARRIER", "OP_COUNT", "RES_COUNT", "FLAG_APM"}
+    defined = set(re.findall(r"\bAMONGO_((?:OP|RES|BULK|FLAG|SDAM)_[A-Z_]+)\b", header))
+    internal = {"OP_BARRIER", "OP_SDAM", "OP_COUNT", "RES_COUNT", "FLAG_APM"}
     exported = {n for n in dir(_core) if PROTOCOL.match(n)}
     assert exported == defined - internal
     stub = (PACKAGE / "_core.pyi").read_text()
-    typed = set(re.findall(r"^((?:OP|RES|BULK|FLAG)_[A-Z_]+): int$", stub, re.M))
+    typed = set(re.findall(r"^((?:OP|RES|BULK|FLAG|SDAM)_[A-Z_]+): int$", stub, re.M))
     assert typed == exported
     values = {n: getattr(_core, n) for n in exported}
-    for prefix in ("OP_", "RES_", "BULK_"):
+    for prefix in ("OP_", "RES_", "BULK_", "SDAM_"):
         group = [v for n, v in values.items() if n.startswith(prefix)]
         assert len(group) == len(set(group)), prefix
     assert _core.CursorBatch.n_fields == 7
+    assert (_core.ServerFacts.n_fields, _core.TopologyFacts.n_fields, _core.SdamEvent.n_fields) == (
+        6, 2, 9)
 
 
 def _module_name(path: pathlib.Path) -> str:

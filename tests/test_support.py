@@ -1,4 +1,4 @@
-"""Tests for the test-support helpers themselves (tests/servers.py, tests/proxy.py).
+"""Tests for the test-support helpers themselves (asyncmongo.testing._server, tests/proxy.py).
 
 They use pymongo's sync client only, so a failure here points at the
 scaffolding, not at the asyncmongo driver the rest of the suite exercises.
@@ -7,16 +7,18 @@ scaffolding, not at the asyncmongo driver the rest of the suite exercises.
 from __future__ import annotations
 
 import os
+import random
 import socket
+import struct
 import threading
 import time
 
 import pymongo
 import pytest
 from pymongo import WriteConcern
-from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
+from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
 
-from tests import servers
+from asyncmongo.testing import _server as servers
 from tests.proxy import DelayProxy
 from tests.servers import ExternalServer, ServerProcess, server_from_env
 
@@ -237,3 +239,255 @@ def test_proxy_stop_is_idempotent(server):
     assert not p.running
     with pytest.raises(RuntimeError):
         p.set_delay(1)
+
+
+# -- DelayProxy faults ---------------------------------------------------------
+# A wire-framed echo target: each request comes back as the "reply", so the exact bytes and their
+# timing are known. The requests are OP_MSG "ping" messages, so the proxy treats their replies as
+# an operation's (not a handshake's) and faults them.
+
+
+class _EchoTarget:
+    """Echoes every connection's bytes back and counts the bytes it received (what reached the
+    "server")."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.received = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    def _echo(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                while data := conn.recv(65536):
+                    with self._lock:
+                        self.received += len(data)
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _op_msg(size: int, command: str = "ping") -> bytes:
+    """A well-framed OP_MSG of exactly ``size`` bytes whose body's first key is ``command``."""
+    import bson
+
+    body = bson.encode({command: 1, "pad": ""})
+    pad = size - 21 - len(body)
+    assert pad >= 0
+    body = bson.encode({command: 1, "pad": "x" * pad})
+    msg = struct.pack("<iiii", size, 1, 0, 2013) + struct.pack("<i", 0) + b"\0" + body
+    assert len(msg) == size
+    return msg
+
+
+def _recv_until_end(sock: socket.socket) -> tuple[bytes, str]:
+    """Everything the socket gives, and how it ended: "fin", "reset" or "timeout"."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data, "reset"
+        except socket.timeout:
+            return data, "timeout"
+        if not chunk:
+            return data, "fin"
+        data += chunk
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(data)} of {n} bytes"
+        data += chunk
+    return data
+
+
+@pytest.fixture
+def echo_proxy():
+    target = _EchoTarget()
+    try:
+        with DelayProxy("127.0.0.1", target.port) as p:
+            yield p, target
+    finally:
+        target.close()
+
+
+@pytest.mark.parametrize("mode, ending", [("reset", "reset"), ("fin", "fin")])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_proxy_cuts_the_next_reply_after_n_bytes(echo_proxy, mode, ending, seed):
+    proxy, _ = echo_proxy
+    rng = random.Random(seed)
+    size = rng.randrange(100, 5000)
+    after = rng.randrange(0, size)
+    msg = _op_msg(size)
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        sock.sendall(msg)  # a whole reply before the fault is armed: untouched
+        assert _recv_exactly(sock, size) == msg
+        proxy.fault(mode, after=after)
+        sock.sendall(msg)
+        data, how = _recv_until_end(sock)
+    assert (data, how) == (msg[:after], ending)
+    assert proxy.stats()["triggered"] == 1
+    # "next" is used up: a new connection gets whole replies.
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        sock.sendall(msg)
+        assert _recv_exactly(sock, size) == msg
+
+
+def test_proxy_cut_never_delivers_a_whole_reply(echo_proxy):
+    proxy, _ = echo_proxy
+    msg = _op_msg(300)
+    proxy.fault("fin", after=10_000)
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        sock.sendall(msg)
+        assert _recv_until_end(sock) == (msg[:299], "fin")
+
+
+def test_proxy_scope_all_and_new(echo_proxy):
+    proxy, _ = echo_proxy
+    msg = _op_msg(200)
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as old:
+        old.sendall(msg)
+        assert _recv_exactly(old, 200) == msg
+        proxy.fault("reset", scope="new", after=50)
+        old.sendall(msg)  # opened before the fault: spared
+        assert _recv_exactly(old, 200) == msg
+        for _ in range(2):  # every new connection, every time
+            with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+                sock.sendall(msg)
+                assert _recv_until_end(sock) == (msg[:50], "reset")
+        proxy.fault("fin", scope="all", after=20)
+        old.sendall(msg)  # "all" takes the old connection too
+        assert _recv_until_end(old) == (msg[:20], "fin")
+    proxy.clear_fault()
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        sock.sendall(msg)
+        assert _recv_exactly(sock, 200) == msg
+    assert proxy.stats()["triggered"] == 3
+
+
+def test_proxy_black_hole_reads_and_never_answers(echo_proxy):
+    proxy, target = echo_proxy
+    msg = _op_msg(120)
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        sock.sendall(msg)
+        assert _recv_exactly(sock, 120) == msg
+        # "next": the next reply is swallowed, and from then on nothing passes either way.
+        proxy.fault("blackhole")
+        sock.sendall(msg)
+        time.sleep(0.2)
+        forwarded = target.received
+        assert forwarded == 240  # the request that met the black hole had reached the target
+        sock.sendall(msg)
+        sock.settimeout(0.5)
+        assert _recv_until_end(sock) == (b"", "timeout")  # open, silent: no FIN, no RST
+        assert target.received == forwarded  # the later request was read and dropped
+        assert proxy.stats()["blackholed"] == 1
+    # scope "new": connections opened from now on are accepted and read, the target never hears
+    # of them; an open connection goes on working.
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as old:
+        old.sendall(msg)  # a round trip: the proxy has taken the connection in
+        assert _recv_exactly(old, 120) == msg
+        proxy.fault("blackhole", scope="new")
+        with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+            sock.sendall(msg)
+            sock.settimeout(0.5)
+            assert _recv_until_end(sock) == (b"", "timeout")
+        old.sendall(msg)
+        assert _recv_exactly(old, 120) == msg
+        assert target.received == forwarded + 240
+        # scope "all": the open connection goes silent at once.
+        proxy.fault("blackhole", scope="all")
+        old.sendall(msg)
+        old.settimeout(0.5)
+        assert _recv_until_end(old) == (b"", "timeout")
+        assert target.received == forwarded + 240
+
+
+def test_proxy_trickles_a_reply(echo_proxy):
+    proxy, _ = echo_proxy
+    msg = _op_msg(1000)
+    proxy.fault("trickle", chunk=10, rate=2500.0)  # 1000 bytes at 2500 B/s: 0.4 s
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        start = time.monotonic()
+        sock.sendall(msg)
+        data, pieces = b"", 0
+        while len(data) < len(msg):
+            chunk = sock.recv(65536)
+            assert chunk
+            data += chunk
+            pieces += 1
+        elapsed = time.monotonic() - start
+        assert data == msg
+        assert elapsed >= 0.35, elapsed
+        assert pieces >= 10, pieces  # in small pieces, not one read
+        # Only that reply: the next one comes at once.
+        start = time.monotonic()
+        sock.sendall(msg)
+        assert _recv_exactly(sock, 1000) == msg
+        assert time.monotonic() - start < 0.2
+
+
+def test_proxy_delays_one_reply(echo_proxy):
+    proxy, _ = echo_proxy
+    msg = _op_msg(100)
+    proxy.fault("delay", seconds=0.5)
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        start = time.monotonic()
+        sock.sendall(msg)
+        assert _recv_exactly(sock, 100) == msg
+        assert time.monotonic() - start >= 0.5
+        start = time.monotonic()
+        sock.sendall(msg)
+        assert _recv_exactly(sock, 100) == msg
+        assert time.monotonic() - start < 0.2
+
+
+def test_proxy_faults_operations_not_handshakes(proxy):
+    # A fault on every reply still lets PyMongo connect (hello is never faulted): each operation
+    # fails on its own reply, and PyMongo retries a read once, so the fault triggers twice.
+    proxy.fault("reset", scope="all", after=30)
+    with _client(proxy.uri, retryReads=False) as client:
+        with pytest.raises(AutoReconnect) as info:
+            client.admin.command("ping")
+        assert not isinstance(info.value, ServerSelectionTimeoutError)
+        assert proxy.stats()["triggered"] == 1
+    with _client(proxy.uri) as client:
+        with pytest.raises(AutoReconnect):
+            client.support.docs.find_one({})
+        assert proxy.stats()["triggered"] == 3  # the find and its one retry
+        proxy.clear_fault()
+        assert client.support.docs.find_one({"_id": "nothing"}) is None
+
+
+def test_proxy_black_hole_before_selection(proxy):
+    proxy.fault("blackhole", scope="new")
+    with _client(proxy.uri, serverSelectionTimeoutMS=800, connectTimeoutMS=300) as client:
+        with pytest.raises(ServerSelectionTimeoutError):
+            client.admin.command("ping")
+        assert proxy.stats()["accepted"] >= 1 and proxy.stats()["blackholed"] >= 1
+        proxy.clear_fault()
+        proxy.drop_connections()  # the monitor's silent connection, at once
+        # The monitor finds the server again within a few of its checks.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert client.admin.command("ping")["ok"] == 1
+                break
+            except ServerSelectionTimeoutError:
+                assert time.monotonic() < deadline

@@ -37,6 +37,26 @@ class Holder:
 holder = Holder()
 
 
+def sdam_listener():
+    """SDAM and heartbeat listeners, with heartbeats every 500 ms: events are on their way from
+    libmongoc's monitor threads whenever the app ends."""
+    from pymongo import monitoring
+
+    class Listener(monitoring.ServerListener, monitoring.ServerHeartbeatListener,
+                   monitoring.TopologyListener):
+        def __init__(self) -> None:
+            self.events = holder.sdam_events = []
+
+        def opened(self, event): self.events.append(event)
+        def closed(self, event): self.events.append(event)
+        def description_changed(self, event): self.events.append(event)
+        def started(self, event): self.events.append(event)
+        def succeeded(self, event): self.events.append(event)
+        def failed(self, event): self.events.append(event)
+
+    return {"event_listeners": [Listener()], "heartbeatFrequencyMS": 500}
+
+
 async def open_everything(client, delegate) -> None:
     """Open what a busy application has open. `client` is what the app uses (AsyncMongoClient or
     TornadoMongoClient), `delegate` the AsyncMongoClient underneath."""
@@ -66,10 +86,13 @@ async def open_everything(client, delegate) -> None:
     holder.stream = stream
 
     session = client.start_session()
-    if RUNNER == "tornado":
+    if RUNNER in ("tornado", "motor"):
         session = await session
     holder.session = session
-    await session.start_transaction()
+    if RUNNER == "motor":  # Motor's start_transaction is synchronous
+        await session.start_transaction().__aenter__()
+    else:
+        await session.start_transaction()
     await coll.insert_one({"in": "transaction"}, session=session)
 
     bucket = AsyncGridFSBucket(delegate.exit_app)
@@ -99,15 +122,23 @@ async def end() -> None:
 async def main_asyncio() -> None:
     from asyncmongo import AsyncMongoClient
 
-    client = AsyncMongoClient(URI)
+    client = AsyncMongoClient(URI, **sdam_listener())
     await open_everything(client, client)
+    await end()
+
+
+async def main_motor() -> None:
+    from asyncmongo.motor_asyncio import AsyncIOMotorClient
+
+    client = AsyncIOMotorClient(URI, **sdam_listener())
+    await open_everything(client, client.delegate)
     await end()
 
 
 async def main_tornado() -> None:
     from asyncmongo.tornado import TornadoMongoClient
 
-    client = TornadoMongoClient(URI)
+    client = TornadoMongoClient(URI, **sdam_listener())
     await open_everything(client, client.delegate)
     await end()
 
@@ -121,6 +152,8 @@ def run() -> None:
         import uvloop
 
         uvloop.run(main_asyncio())
+    elif RUNNER == "motor":
+        asyncio.run(main_motor())
     else:
         asyncio.run(main_asyncio())
 

@@ -20,6 +20,9 @@ import asyncmongo.gridfs
 from tests.spec.suite import run_case
 from tests.spec.unified import Driver, load_cases, spec_folder
 
+# The codec and the spec corpora do not depend on the loop or the wake-up path.
+pytestmark = pytest.mark.modes_inside
+
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _FOLDER, _NO_FOLDER = spec_folder(_REPO_ROOT)
 _CASES = load_cases(_FOLDER) if _FOLDER is not None else []

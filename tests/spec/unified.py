@@ -14,7 +14,6 @@ import asyncio
 import binascii
 import copy
 import inspect
-import math
 import os
 import time
 from collections.abc import Mapping
