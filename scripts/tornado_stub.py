@@ -418,7 +418,9 @@ def render() -> str:
         annotations: list[str] = []
         params = render_params(sig, annotations)
         for ann in annotations:
-            imports_for(ann, impl.__globals__, wanted)
+            # The names of the module that defines the method (under any functools.wraps
+            # decorator, such as the timeout block's).
+            imports_for(ann, inspect.unwrap(impl).__globals__, wanted)
         out.append(f"    def {name}({params}) -> {result}: ...")
     text = "\n".join(out) + "\n"
     extra = []
