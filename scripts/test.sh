@@ -24,7 +24,9 @@ run() {
   local name=$1; shift
   echo
   echo "### tests: $name"
+  local start=$SECONDS
   if ! "$@"; then failed+=("$name"); fi
+  echo "### tests: $name took $((SECONDS - start)) s"
 }
 
 for mode in $modes; do
