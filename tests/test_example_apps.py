@@ -21,6 +21,10 @@ from beanie.migrations.runner import MigrationNode
 from asyncmongo import AsyncMongoClient
 from examples import fastapi_beanie, fastapi_odmantic
 
+# App-level tests: each runs its own loop (asyncio and uvloop, parametrized), so the default
+# and sanitizer modes run them (scripts/test.sh).
+pytestmark = pytest.mark.modes_inside
+
 APPS = {"beanie": fastapi_beanie.make_app, "odmantic": fastapi_odmantic.make_app}
 
 

@@ -10,6 +10,10 @@ import sys
 
 import pytest
 
+# Packaging: builds, metadata, stubs and types, none of which depends on the loop or the
+# wake-up path: the default and sanitizer modes run them (scripts/test.sh).
+pytestmark = pytest.mark.modes_inside
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+: the suite's own Python
@@ -82,7 +86,6 @@ def test_tornado_stub_matches_the_runtime():
     assert res.returncode == 0, res.stderr
 
 
-@pytest.mark.modes_inside
 def test_example_apps_and_public_types_pass_mypy_strict():
     # pyproject.toml's [tool.mypy]: the example apps (FastAPI ones included), the Tornado stub and
     # the testing package, strict, against the public API's types (the wheel job checks the

@@ -17,6 +17,10 @@ import pytest
 
 import asyncmongo
 
+# The plugin's tests run sample projects in pytest subprocesses of their own: the default and
+# sanitizer modes run them (scripts/test.sh).
+pytestmark = pytest.mark.modes_inside
+
 PLUGIN = "asyncmongo.testing.plugin"
 # Where the asyncmongo under test is imported from: the source tree, or an installed wheel.
 IMPORT_ROOT = str(pathlib.Path(asyncmongo.__file__).resolve().parent.parent)
