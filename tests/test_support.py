@@ -58,6 +58,17 @@ def proxy(server):
 # -- ServerProcess -----------------------------------------------------------
 
 
+def _survivor(client: pymongo.MongoClient, srv: ServerProcess, when: str) -> str:
+    """The document's name, read through ``client``; a failure names the step, the exception and
+    the server's log (the only trace of a restart that went wrong)."""
+    try:
+        doc = client.support.docs.find_one({"_id": 1})
+    except pymongo.errors.PyMongoError as exc:
+        pytest.fail(f"find_one {when} raised {exc!r}\n--- server log tail ---\n{srv.log_tail()}")
+    assert doc is not None, f"the document is gone {when}\n--- server log tail ---\n{srv.log_tail()}"
+    return doc["name"]
+
+
 def test_kill_and_restart_keep_data():
     srv = ServerProcess().start()
     client = _client(srv.uri)
@@ -68,7 +79,7 @@ def test_kill_and_restart_keep_data():
         # when the SIGKILL lands (mongod behaves the same way).
         docs = client.support.get_collection("docs", write_concern=WriteConcern(j=True))
         docs.insert_one({"_id": 1, "name": "survivor"})
-        assert client.support.docs.find_one({"_id": 1})["name"] == "survivor"
+        assert _survivor(client, srv, "before the kill") == "survivor"
 
         srv.kill()
         assert not srv.running
@@ -79,11 +90,16 @@ def test_kill_and_restart_keep_data():
         srv.restart()
         assert srv.running and srv.port == port and srv.pid != first_pid
         # The same client must find the server again on its old address.
-        assert client.support.docs.find_one({"_id": 1})["name"] == "survivor"
+        assert _survivor(client, srv, "after the kill and restart") == "survivor"
 
         # restart() of a running server goes through a graceful stop.
+        second_pid = srv.pid
+        start = time.monotonic()
         srv.restart()
-        assert client.support.docs.find_one({"_id": 1})["name"] == "survivor"
+        stop_and_start = time.monotonic() - start
+        assert srv.running and srv.pid != second_pid
+        assert _survivor(client, srv, f"after a graceful restart ({stop_and_start:.1f} s)") == (
+            "survivor")
     finally:
         client.close()
         srv.stop()

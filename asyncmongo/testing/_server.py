@@ -35,7 +35,9 @@ __all__ = [
 SECANTUS_VERSION = "0.7.0b3"
 
 _READY_TIMEOUT = 30.0
-_STOP_GRACE = 5.0
+# SecantusDB's own graceful stop waits up to 2 s for its accept thread and 5 s for its connection
+# handlers to drain before it closes storage: a SIGKILL sooner than that cuts a clean shutdown short.
+_STOP_GRACE = 15.0
 # After a kill the old socket may linger briefly; restarting on the same port
 # retries the bind for this long before giving up.
 _BIND_RETRY_WINDOW = 5.0
@@ -83,9 +85,9 @@ class ServerProcess:
     survive a crash must use ``j=True`` (or pass ``--sync-on-commit`` in
     ``extra_args``, at a large throughput cost).
 
-    A graceful ``stop()`` usually takes about 2 s (the server's shutdown waits
-    that long on its accept thread) and can wedge while clients are
-    reconnecting; the SIGKILL fallback bounds it at 5 s.
+    A graceful ``stop()`` usually takes well under a second; the server's own
+    shutdown may wait up to 2 s on its accept thread and 5 s for its connections
+    to drain, so the SIGKILL fallback comes after 15 s, not sooner.
     """
 
     external = False
@@ -190,7 +192,7 @@ class ServerProcess:
             raise RuntimeError(message)
 
     def stop(self) -> None:
-        """Graceful shutdown (SIGTERM, SIGKILL after 5 s); removes a temporary
+        """Graceful shutdown (SIGTERM, SIGKILL after 15 s); removes a temporary
         storage directory. Safe to call repeatedly."""
         self._terminate()
         _live.discard(self)
@@ -298,8 +300,9 @@ class ServerProcess:
         return data.decode("utf-8", "replace")
 
     def _wait_ready(self, deadline: float) -> str | None:
-        """Poll until the server answers ``hello``; return None when ready or
-        a description of why it never became ready."""
+        """Poll until the server answers ``hello`` as a writable primary (SecantusDB runs as a
+        one-node replica set, and a client that discovers it reads from its primary); return None
+        when ready or a description of why it never became ready."""
         import pymongo
         from pymongo.errors import PyMongoError
 
@@ -323,8 +326,11 @@ class ServerProcess:
                 connectTimeoutMS=2000,
             )
             try:
-                client.admin.command("hello")
-                return None
+                hello = client.admin.command("hello")
+                if hello.get("isWritablePrimary"):
+                    return None
+                last_error = f"not a writable primary yet: {hello!r}"
+                time.sleep(0.1)
             except PyMongoError as exc:
                 last_error = f"hello failed: {exc!r}"
                 time.sleep(0.1)
