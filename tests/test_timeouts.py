@@ -50,6 +50,15 @@ class Commands(CommandListener):
     def named(self, name: str) -> list[dict]:
         return [c for c in self.starts if name in c]
 
+    async def failure_of(self, name: str, since: float, within: float) -> None:
+        """Wait for the failed event of a command that timed out: the worker delivers its command
+        events when it hands the job back, a moment after the caller got its timeout. The bound
+        ``within`` (seconds since ``since``) must come well before the server's answer: a worker
+        that waited for the answer fails it."""
+        while name not in self.failures and time.monotonic() - since < within:
+            await asyncio.sleep(0.01)
+        assert name in self.failures, f"no failed {name} event {time.monotonic() - since:.2f} s in"
+
 
 def block(sync_client, commands, ms, times=1, **data):
     sync_client.admin.command(
@@ -113,9 +122,7 @@ async def test_timeout_ms_bounds_an_operation_the_server_holds(make_client, db_n
     assert ticker.ticks >= 8, ticker.ticks  # the loop ran its other tasks meanwhile
     # The worker gave up at the deadline too, not when the server answers (at 1 s): its command
     # events, delivered when it hands the job back, come well before that.
-    while "find" not in commands.failures and time.monotonic() - started < 0.8:
-        await asyncio.sleep(0.01)
-    assert "find" in commands.failures, time.monotonic() - started
+    await commands.failure_of("find", started, 0.8)
     # The server was told the time it had: maxTimeMS = the time left less the round trip.
     find = commands.named("find")[-1]
     assert 0 < find["maxTimeMS"] <= 200
@@ -132,11 +139,14 @@ async def test_pymongo_timeout_block_through_a_slow_network(make_client, server,
         coll = client[db_name].items
         await coll.insert_one({"_id": 1})
         proxy.set_delay(1.0)
+        started = time.monotonic()
         with Ticker() as ticker, pymongo.timeout(0.2):
             exc, took = await timed(coll.find_one({"_id": 1}))
         assert exc.timeout and isinstance(exc, (NetworkTimeout, ExecutionTimeout)), repr(exc)
         assert took < 0.2 + MARGIN, took
         assert ticker.ticks >= 8, ticker.ticks
+        # Its events come when the worker hands the job back (it gave up at the deadline too).
+        await commands.failure_of("find", started, 0.8)
         assert 0 < commands.named("find")[-1]["maxTimeMS"] <= 200
         proxy.set_delay(0.0)
         with pymongo.timeout(10):
