@@ -91,10 +91,11 @@ client_open_pool(AmongoState *st, const char *uri_string, int max_workers, bool 
     mongoc_client_pool_set_error_api(mpool, MONGOC_ERROR_API_VERSION_2);
     amongo_apm_install(mpool, apm, sdam); /* before the first client leaves the pool */
     /* One client per worker, plus slack for a worker that is exiting while its successor starts,
-     * and room for cursors and explicit sessions, which keep a client each (sessions.c). A client
-     * opens its connection only when used, so the room costs nothing until it is taken. */
+     * one for unacknowledged writes (workers.c), and room for cursors and explicit sessions,
+     * which keep a client each (sessions.c). A client opens its connection only when used, so the
+     * room costs nothing until it is taken. */
     uint32_t room = max_workers > 64 ? (uint32_t)max_workers : 64;
-    mongoc_client_pool_max_size(mpool, (uint32_t)max_workers + room + 1);
+    mongoc_client_pool_max_size(mpool, (uint32_t)max_workers + room + 2);
     return mpool;
 }
 

@@ -14,6 +14,7 @@
 #include "asyncmongo.h"
 
 #include <errno.h>
+#include <string.h>
 #include <time.h>
 
 #define AMONGO_IDLE_SECONDS 10
@@ -62,6 +63,8 @@ struct AmongoPool {
     AmongoRtt rtt[AMONGO_RTT_SERVERS]; /* round trips seen, by server (amongo_pool_rtt_nogil) */
     int max_workers;
     mongoc_client_pool_t *mpool;
+    pthread_mutex_t unack_mu;       /* held while an unacknowledged write runs (amongo_pool_unack_*) */
+    mongoc_client_t *unack_client;  /* their one libmongoc client, taken on first need; unack_mu */
 };
 
 AmongoPool *
@@ -74,6 +77,7 @@ amongo_pool_new(mongoc_client_pool_t *mpool, int max_workers)
     pthread_cond_init(&pool->work_cv, NULL);
     pthread_cond_init(&pool->exit_cv, NULL);
     pthread_cond_init(&pool->spawn_cv, NULL);
+    pthread_mutex_init(&pool->unack_mu, NULL);
     pool->max_workers = max_workers > 0 ? max_workers : 1;
     pool->mpool = mpool;
     return pool;
@@ -130,6 +134,10 @@ amongo_pool_release_contexts_nogil(AmongoPool *pool)
         free(ctx);
         ctx = next;
     }
+    if (pool->unack_client) {
+        mongoc_client_pool_push(pool->mpool, pool->unack_client);
+        pool->unack_client = NULL;
+    }
 }
 
 /* Only once amongo_pool_wait_stopped_nogil returned: no thread can touch the pool any more. */
@@ -139,6 +147,7 @@ amongo_pool_free(AmongoPool *pool)
     pthread_cond_destroy(&pool->spawn_cv);
     pthread_cond_destroy(&pool->exit_cv);
     pthread_cond_destroy(&pool->work_cv);
+    pthread_mutex_destroy(&pool->unack_mu);
     pthread_mutex_destroy(&pool->mu);
     free(pool);
 }
@@ -152,6 +161,64 @@ pool_pop_locked(AmongoPool *pool)
         pool->taken++;
     }
     return job;
+}
+
+/* ---- unacknowledged writes: one lane, in the order they were sent -------------------------------
+ * A write with w:0 is done, for its caller, once it is written to a socket: the server answers
+ * nothing and may not have applied it yet. Each worker has its own connection, and a server runs
+ * the messages of two connections in no set order; so two unacknowledged writes awaited one after
+ * the other (an upsert, then a delete of the same document) would otherwise reach the data in
+ * either order. PyMongo and Motor keep that order in practice (a task's next operation takes the
+ * connection its last one gave back); here every unacknowledged write outside a session goes
+ * through one libmongoc client, one at a time, so the server reads them from one connection in the
+ * order they were sent. Writes still being written when the next is submitted (not awaited) have
+ * no order, as with PyMongo. */
+
+/* Whether `job` is a write the server will not acknowledge: its write concern is the one in its
+ * options (Python puts there any other than the client's), else the client's. */
+static bool
+job_unacknowledged_nogil(const AmongoJob *job, mongoc_client_t *client)
+{
+    if (job->session || (job->op != AMONGO_OP_WRITE && job->op != AMONGO_OP_READ_WRITE &&
+                         job->op != AMONGO_OP_INSERT && job->op != AMONGO_OP_BULK))
+        return false;
+    bson_t opts;
+    bson_iter_t it, wc;
+    if (job->opts_len && bson_init_static(&opts, job->opts, job->opts_len) &&
+        bson_iter_init_find(&it, &opts, "writeConcern") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+        bson_iter_recurse(&it, &wc)) {
+        bool w0 = false, journal = false;
+        while (bson_iter_next(&wc)) {
+            const char *key = bson_iter_key(&wc);
+            if (strcmp(key, "w") == 0)
+                w0 = BSON_ITER_HOLDS_NUMBER(&wc) && bson_iter_as_int64(&wc) == 0;
+            else if (strcmp(key, "j") == 0)
+                journal = bson_iter_as_bool(&wc);
+        }
+        return w0 && !journal;
+    }
+    return !mongoc_write_concern_is_acknowledged(mongoc_client_get_write_concern(client));
+}
+
+/* Enter the lane: the client to run the write with, until unack_leave. Should the libmongoc pool
+ * have no client to spare for it (every one held by a cursor or a session), the worker's own:
+ * the write is sent, only its order is not kept. */
+static mongoc_client_t *
+unack_enter_nogil(AmongoPool *pool, mongoc_client_t *own)
+{
+    pthread_mutex_lock(&pool->unack_mu);
+    if (!pool->unack_client) {
+        pool->unack_client = mongoc_client_pool_try_pop(pool->mpool);
+        if (pool->unack_client)
+            amongo_stream_install_nogil(pool->unack_client);
+    }
+    return pool->unack_client ? pool->unack_client : own;
+}
+
+static void
+unack_leave_nogil(AmongoPool *pool)
+{
+    pthread_mutex_unlock(&pool->unack_mu);
 }
 
 /* Run `job`, then the jobs of its session that waited for it, in their order, on this worker (so a
@@ -168,7 +235,12 @@ worker_run_nogil(AmongoPool *pool, AmongoJob *job, mongoc_client_t *client)
             amongo_job_set_closed(job);
         else if (!amongo_job_expired(job)) { /* a job whose deadline passed in the queue: unsent */
             amongo_stream_set_deadline_nogil(job->deadline_us); /* its socket waits end there */
-            amongo_job_run_nogil(job, client);
+            if (job_unacknowledged_nogil(job, client)) {
+                amongo_job_run_nogil(job, unack_enter_nogil(pool, client));
+                unack_leave_nogil(pool);
+            } else {
+                amongo_job_run_nogil(job, client);
+            }
             amongo_stream_set_deadline_nogil(0);
         }
         AmongoJob *next = job->session ? amongo_session_turn_done(job->session) : NULL;

@@ -311,6 +311,49 @@ async def test_unacknowledged_writes(coll, sync_client):
     assert list(witness.find({}, sort=[("_id", 1)])) == expected
 
 
+async def test_unacknowledged_writes_reach_the_server_in_their_order(coll, sync_client):
+    """Unacknowledged writes awaited one after the other are applied in that order, as with
+    PyMongo, whatever path each takes (a one-operation bulk, an update command, a bulk of several,
+    findAndModify, inserts) and while other operations keep the other workers busy: each worker
+    has its own connection, and a server runs two connections' messages in no set order."""
+    w0 = coll.with_options(write_concern=WriteConcern(w=0))
+    witness = sync_client[coll.database.name][coll.name]
+    await coll.insert_one({"_id": "log", "seen": []})
+    stop = asyncio.Event()
+
+    async def busy() -> None:  # acknowledged reads in flight all along
+        while not stop.is_set():
+            await coll.find_one({"_id": "log"})
+
+    readers = [asyncio.create_task(busy()) for _ in range(6)]
+    n = 200
+    try:
+        for i in range(n):
+            push = {"$push": {"seen": i}}
+            kind = i % 5
+            if kind == 0:
+                await w0.update_one({"_id": "log"}, push)
+            elif kind == 1:
+                await w0.update_many({"_id": "log"}, push)
+            elif kind == 2:
+                await w0.bulk_write([UpdateOne({"_id": "log"}, push)])
+            elif kind == 3:
+                await w0.find_one_and_update({"_id": "log"}, push)
+            else:  # an insert, then the push that needs it to be there
+                await w0.insert_one({"_id": i})
+                await w0.update_one({"_id": i, "n": {"$exists": False}}, {"$set": {"n": i}})
+                await w0.update_one({"_id": "log"}, push)
+    finally:
+        stop.set()
+        await asyncio.gather(*readers)
+    deadline = time.monotonic() + 10
+    while len(witness.find_one({"_id": "log"})["seen"]) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert witness.find_one({"_id": "log"})["seen"] == list(range(n))
+    inserted = list(witness.find({"_id": {"$type": "int"}}, sort=[("_id", 1)]))
+    assert inserted == [{"_id": i, "n": i} for i in range(4, n, 5)]
+
+
 # ---- write concern errors ------------------------------------------------------------------------
 
 
