@@ -631,7 +631,8 @@ class Client(Wrapper):
     (one client serves several loops in several threads at once); started while no loop runs in
     the thread, the client's loop (``io_loop=`` if given, else the thread's current one when the
     client is first used), where it runs once that loop runs. If that loop is running in another
-    thread, or closed, the call raises RuntimeError."""
+    thread, or closed, the call raises RuntimeError; but close(), which closes at once where its
+    loop has closed."""
 
     _delegate_class = AsyncMongoClient
     _async_methods = (
@@ -720,6 +721,24 @@ class Client(Wrapper):
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._delegate.close()
+
+    @returns("future")
+    def close(self) -> "asyncio.Future[None]":
+        if running_loop() is None and self._io_loop is not None:
+            loop = self._asyncio_loop(self._io_loop)
+            if loop.is_closed():
+                self._delegate._close_now()
+                done = loop.create_future()
+                done.set_result(None)
+                return done
+        return self._schedule(self._delegate.close, (), {})
+
+    close.__doc__ = (
+        f"{AsyncMongoClient.close.__doc__}\n\nReturns a future on the caller's loop. Called where no "
+        "loop can run it any more (none running in this thread, and the client's loop closed: "
+        "tear-down code after the loop has gone, as in a test fixture), the client closes now, as "
+        "Motor's synchronous close() does, and the future returned is already done."
+    )
 
     def __eq__(self, other: Any) -> bool:
         if isinstance(other, Client):

@@ -95,7 +95,8 @@ class TornadoMongoClient(TornadoLoops, _adapter.Client, family=TORNADO):
       ``start()``): the client's IOLoop, ``io_loop=`` if given, else the thread's current IOLoop
       when the client is first used. The operation runs once that loop runs. If that IOLoop is
       running in another thread, or closed, the call raises RuntimeError: from another thread, start
-      operations from a coroutine of that thread's IOLoop (``io_loop.add_callback``).
+      operations from a coroutine of that thread's IOLoop (``io_loop.add_callback``). ``close()``
+      after the IOLoop has closed closes the client at once and returns a done future.
     """
 
     HOST = AsyncMongoClient.HOST

@@ -12,6 +12,7 @@ import gc
 import inspect
 import re
 import threading
+import time
 
 import pytest
 from pymongo import monitoring
@@ -645,6 +646,25 @@ def test_starting_from_another_thread_is_refused(server, db_name):
         assert loop.run_sync(lambda: client[db_name]["items"].find_one(), timeout=TIMEOUT) is None
         loop.run_sync(client.close, timeout=TIMEOUT)
     # Its IOLoop closed, a client cannot queue operations there any more.
+    with pytest.raises(RuntimeError, match="closed"):
+        client[db_name]["items"].find_one()
+
+
+def test_close_after_its_loop_has_closed(server, db_name):
+    """Tear-down code that closes a client once its IOLoop has closed (ODMantic's test fixture
+    does): close() closes it there and then, as Motor's synchronous close() does, instead of
+    refusing for want of a loop; the future it gives is done, the threads go."""
+    with checked_ioloop() as loop:
+        client = TornadoMongoClient(server.uri, io_loop=loop)
+        assert loop.run_sync(lambda: client[db_name]["items"].find_one(), timeout=TIMEOUT) is None
+        assert client.stats()["workers"] >= 1
+    future = client.close()
+    assert future.done() and future.result() is None
+    deadline = time.monotonic() + TIMEOUT
+    while client.stats()["workers"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.stats()["workers"] == 0
+    assert client.close().done()  # again: nothing left to do
     with pytest.raises(RuntimeError, match="closed"):
         client[db_name]["items"].find_one()
 
